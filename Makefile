@@ -1,0 +1,54 @@
+# dsa-stream: the two commands a newcomer needs are `make demo` and `make test`.
+# Both create .venv, install the project and the Debian packages it needs
+# (WSClean, PostgreSQL) when they are missing, then run.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+DEMO_DIR ?= demo-site
+DEBIAN_PACKAGES := wsclean postgresql time
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint venv system-deps clean-demo help
+
+help:
+	@echo "make demo   - simulate a night of DSA-110 data and run dsa-stream on it (in $(DEMO_DIR)/)"
+	@echo "make test   - run the full test suite (CASA, WSClean and PostgreSQL tests included)"
+	@echo "make lint   - ruff check + ruff format --check"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "dsa-stream needs Python 3.11 (casatools wheels)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dask]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+system-deps:
+	@missing=""; \
+	command -v wsclean >/dev/null || missing="$$missing wsclean"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v /usr/bin/time >/dev/null || missing="$$missing time"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+demo: venv system-deps
+	$(BIN)/dsa-stream demo $(DEMO_DIR)
+
+test: venv system-deps
+	DSA_STREAM_REQUIRE_HEAVY=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check dsa_stream tests bench
+	$(BIN)/ruff format --check dsa_stream tests bench
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,1 @@
+"""The ``dsa-stream`` command group and the ``run-first-mosaic`` script."""

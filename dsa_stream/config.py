@@ -1,0 +1,273 @@
+"""Configuration: one pydantic settings model with one precedence order.
+
+Precedence, lowest to highest:
+
+1. defaults in the models below;
+2. a versioned YAML file (``config/dsa-stream.yaml`` in the repository is the
+   annotated default; ``dsa-stream init`` writes one per site);
+3. ``DSA_STREAM_*`` environment variables, nested with ``__``
+   (``DSA_STREAM_PATHS__INCOMING=/data/incoming``);
+4. command-line flags (passed as ``overrides``).
+
+Relative paths in a YAML file are relative to the directory holding that file;
+relative paths from the environment or flags are relative to the working
+directory. Every other path in the configuration is relative to ``paths.root``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from dsa_stream import naming
+from dsa_stream.exceptions import ConfigError
+
+#: The configuration format this code reads. Bump on incompatible changes.
+CONFIG_FORMAT_VERSION = 1
+#: Environment variable naming the configuration file when ``--config`` is absent.
+CONFIG_ENV = "DSA_STREAM_CONFIG"
+ENV_PREFIX = "DSA_STREAM_"
+
+
+class Section(BaseModel):
+    """Base of every configuration section: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class PathsConfig(Section):
+    """Where a site keeps its data. Relative entries are relative to ``root``."""
+
+    root: Path = Path(".")
+    """Site root directory."""
+    incoming: Path = Path("incoming")
+    """Directory the correlator (or rsync) writes subband files into."""
+    staging: Path = Path("staging")
+    """Work area for products being made (same filesystem as ``products`` is fastest)."""
+    products: Path = Path("products")
+    """Published products."""
+    logs: Path = Path("logs")
+    """Daemon and stage logs."""
+    quarantine: Path = Path("quarantine")
+    """Inputs and leftovers set aside with a recorded reason."""
+
+    def resolve(self, name: Literal["incoming", "staging", "products", "logs", "quarantine"]) -> Path:
+        """Absolute path of one site directory."""
+        value: Path = getattr(self, name)
+        return value if value.is_absolute() else (self.root / value)
+
+    def site_dirs(self) -> dict[str, Path]:
+        """All site directories by name (absolute)."""
+        names = ("incoming", "staging", "products", "logs", "quarantine")
+        return {n: self.resolve(n) for n in names}  # type: ignore[arg-type]
+
+
+class RegistryConfig(Section):
+    """The registry database (SQLite file by default, PostgreSQL for several hosts)."""
+
+    url: str | None = None
+    """SQLAlchemy URL. Unset means the embedded SQLite file ``<root>/registry.sqlite3``.
+    A relative SQLite path (``sqlite:///registry.sqlite3``) is relative to ``root``."""
+    busy_timeout_s: float = Field(10.0, gt=0)
+    """SQLite busy timeout; kept well below the job lease so heartbeats never starve."""
+    connect_timeout_s: float = Field(10.0, gt=0)
+    """PostgreSQL connect timeout."""
+    statement_timeout_s: float = Field(30.0, gt=0)
+    """PostgreSQL statement_timeout."""
+    lock_timeout_s: float = Field(5.0, gt=0)
+    """PostgreSQL lock_timeout."""
+    idle_in_transaction_timeout_s: float = Field(60.0, gt=0)
+    """PostgreSQL idle_in_transaction_session_timeout."""
+
+
+class LoggingConfig(Section):
+    """Logging of the command-line tools and the daemon."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Level before ``-v``/``-q`` adjust it."""
+    format: Literal["text", "json"] = "text"
+    """``json`` writes one JSON object per line (for log shippers)."""
+
+
+class Settings(BaseSettings):
+    """The resolved configuration of one dsa-stream site."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    version: int = CONFIG_FORMAT_VERSION
+    """Configuration format version."""
+    paths: PathsConfig = PathsConfig()
+    registry: RegistryConfig = RegistryConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != CONFIG_FORMAT_VERSION:
+            raise ValueError(
+                f"configuration format version {v} is not supported "
+                f"(this dsa-stream reads version {CONFIG_FORMAT_VERSION})"
+            )
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init kwargs) > environment > YAML > defaults."""
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    def registry_url(self) -> str:
+        """The SQLAlchemy URL of the registry, with relative SQLite paths made absolute."""
+        url = self.registry.url
+        if url is None:
+            return f"sqlite:///{self.paths.root / naming.SITE_REGISTRY_FILENAME}"
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            rel = url[len(prefix) :]
+            if rel and not rel.startswith(":memory:") and not rel.startswith("file:"):
+                return f"{prefix}{self.paths.root / rel}"
+        return url
+
+    def config_hash(self) -> str:
+        """Short SHA-256 of the resolved configuration (recorded with every product)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        """The resolved configuration as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+#: The parsed YAML document of the load in progress (per thread / task).
+_yaml_document: ContextVar[dict[str, Any]] = ContextVar("dsa_stream_yaml_document", default={})
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Settings source returning the YAML document of the current :func:`load_settings`."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _yaml_document.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_yaml_document.get())
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a configuration YAML file, making its relative paths absolute.
+
+    Raises:
+        ConfigError: if the file is missing, not YAML, or not a mapping.
+    """
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping at the top level")
+    base = path.resolve().parent
+    paths = doc.get("paths")
+    if isinstance(paths, dict):
+        root = Path(paths.get("root", "."))
+        paths["root"] = str(root if root.is_absolute() else (base / root).resolve())
+    else:
+        doc.setdefault("paths", {})["root"] = str(base)
+    return doc
+
+
+def config_path_from_env() -> Path | None:
+    """The configuration file named by ``$DSA_STREAM_CONFIG``, if any."""
+    value = os.environ.get(CONFIG_ENV)
+    return Path(value) if value else None
+
+
+def _absolutize_root(data: dict[str, Any]) -> None:
+    paths = data.get("paths")
+    if isinstance(paths, dict) and "root" in paths:
+        paths["root"] = str(Path(paths["root"]).expanduser().resolve())
+
+
+def load_settings(
+    config_path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Resolve the configuration: defaults < YAML < environment < ``overrides``.
+
+    Args:
+        config_path: YAML file; when None, ``$DSA_STREAM_CONFIG`` is used if set,
+            otherwise no file is read.
+        overrides: Nested mapping from command-line flags (highest precedence).
+
+    Raises:
+        ConfigError: with every validation problem listed.
+    """
+    path = config_path or config_path_from_env()
+    doc = read_yaml(path) if path is not None else {}
+    over = json.loads(json.dumps(overrides or {}, default=str))
+    _absolutize_root(over)
+    token = _yaml_document.set(doc)
+    try:
+        settings = Settings(**over)
+    except ValidationError as exc:
+        where = f" (file {path})" if path else ""
+        raise ConfigError(f"invalid configuration{where}:\n{exc}") from exc
+    finally:
+        _yaml_document.reset(token)
+    if not settings.paths.root.is_absolute():
+        root = settings.paths.root.expanduser().resolve()
+        settings = settings.model_copy(
+            update={"paths": settings.paths.model_copy(update={"root": root})}
+        )
+    return settings
+
+
+def site_config_yaml() -> str:
+    """The YAML document ``dsa-stream init`` writes for a new site (position-independent)."""
+    lines = [
+        "# dsa-stream site configuration (written by `dsa-stream init`).",
+        "# Precedence: defaults < this file < DSA_STREAM_* environment < command-line flags.",
+        "# Relative paths are relative to this file's directory.",
+        f"version: {CONFIG_FORMAT_VERSION}",
+        "paths:",
+        "  root: .",
+        "  incoming: incoming",
+        "  staging: staging",
+        "  products: products",
+        "  logs: logs",
+        "  quarantine: quarantine",
+        "registry:",
+        "  # embedded SQLite registry next to this file; for several hosts use e.g.",
+        "  # url: postgresql+psycopg://dsa:secret@dbhost/dsa_stream",
+        f"  url: sqlite:///{naming.SITE_REGISTRY_FILENAME}",
+        "logging:",
+        "  level: INFO",
+        "  format: text",
+    ]
+    return "\n".join(lines) + "\n"
