@@ -67,7 +67,11 @@ def parse_subband_filename(filename: str) -> SubbandName:
 
 def is_subband_filename(filename: str) -> bool:
     """True when ``filename`` is a complete (not temporary) subband file name."""
-    return _SUBBAND_RE.match(filename) is not None
+    try:
+        parse_subband_filename(filename)
+    except NamingError:
+        return False
+    return True
 
 
 def is_temporary_filename(filename: str) -> bool:
