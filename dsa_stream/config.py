@@ -64,7 +64,9 @@ class PathsConfig(Section):
     quarantine: Path = Path("quarantine")
     """Inputs and leftovers set aside with a recorded reason."""
 
-    def resolve(self, name: Literal["incoming", "staging", "products", "logs", "quarantine"]) -> Path:
+    def resolve(
+        self, name: Literal["incoming", "staging", "products", "logs", "quarantine"]
+    ) -> Path:
         """Absolute path of one site directory."""
         value: Path = getattr(self, name)
         return value if value.is_absolute() else (self.root / value)
@@ -164,17 +166,19 @@ class Settings(BaseSettings):
 
 
 #: The parsed YAML document of the load in progress (per thread / task).
-_yaml_document: ContextVar[dict[str, Any]] = ContextVar("dsa_stream_yaml_document", default={})
+_yaml_document: ContextVar[dict[str, Any] | None] = ContextVar(
+    "dsa_stream_yaml_document", default=None
+)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
     """Settings source returning the YAML document of the current :func:`load_settings`."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return _yaml_document.get().get(field_name), field_name, False
+        return (_yaml_document.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_yaml_document.get())
+        return dict(_yaml_document.get() or {})
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

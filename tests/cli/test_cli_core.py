@@ -33,9 +33,14 @@ def test_version_and_help_list_every_command_without_importing_them() -> None:
     code, out, _ = run("--version")
     assert code == 0 and __version__ in out
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from dsa_stream.cli.main import main; main(['--help'])"
-         "\n"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from dsa_stream.cli.main import main; main(['--help'])\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0
     for name in COMMANDS:
@@ -52,7 +57,9 @@ def test_version_and_help_list_every_command_without_importing_them() -> None:
 def test_console_script_entry_point(tmp_path: Path) -> None:
     proc = subprocess.run(
         [str(EXE), "--json", "init", str(tmp_path / "site")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
@@ -99,7 +106,9 @@ def test_invalid_config_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
     bad.write_text("version: 7\n")
     proc = subprocess.run(
         [str(EXE), "--config", str(bad), "config", "show"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: invalid configuration")
@@ -114,7 +123,9 @@ def test_unknown_command_is_a_usage_error() -> None:
 def test_verbosity_flags_and_json_logs(tmp_path: Path) -> None:
     proc = subprocess.run(
         [str(EXE), "-v", "--log-format", "json", "init", str(tmp_path / "s")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0
     lines = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]

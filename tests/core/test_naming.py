@@ -17,7 +17,10 @@ T0 = datetime(2025, 10, 2, 0, 12, 34, tzinfo=UTC)
     [
         ("2025-10-02T00:12:34_sb00.hdf5", naming.SubbandName(T0, 0)),
         ("2025-10-02T00:12:34_sb15.hdf5", naming.SubbandName(T0, 15)),
-        ("1999-12-31T23:59:59_sb07.hdf5", naming.SubbandName(datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), 7)),
+        (
+            "1999-12-31T23:59:59_sb07.hdf5",
+            naming.SubbandName(datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), 7),
+        ),
     ],
 )
 def test_subband_round_trip(filename: str, expected: naming.SubbandName) -> None:
