@@ -10,6 +10,12 @@ What importing it does, once per process:
   data shipped in the installed ``casadata`` package, turns every auto-update
   off and sends the CASA log to that directory instead of the working
   directory. ``CASASITECONFIG`` is set to it.
+* the measures path is an *overlay* of casadata (symbolic links to everything)
+  whose ``geodetic/Observatories`` table is a corrected copy: it gains a
+  ``DSA_110`` row (WGS84, the array centre of :mod:`dsa_stream.instrument`) and
+  its ``OVRO_MMA`` row, which casadata ships as an ITRF position with a height of
+  1188 m (a point near the Earth's centre), is restated in WGS84. The overlay
+  is built once per casadata version, in a child process, atomically.
 * casaconfig is imported with a neutral ``sys.argv``: casaconfig parses
   ``sys.argv`` with argparse prefix matching at import, so our own CLI flags
   (``--config``, ``--n...``) would otherwise be taken for CASA's
@@ -21,6 +27,7 @@ Use :func:`casatools` and :func:`casatasks` to get the modules.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import logging
 import os
@@ -78,6 +85,141 @@ def measures_path() -> Path:
     return path
 
 
+#: Version tag of the overlay layout; bump when the overlay contents change.
+_OVERLAY_VERSION = 1
+
+_OVERLAY_BUILDER = """
+import sys
+obs, lon, lat, alt, x, y, z = sys.argv[1], *map(float, sys.argv[2:8])
+sys.argv = [sys.argv[0], "--noconfig"]
+import casatools
+tb = casatools.table()
+tb.open(obs, nomodify=False)
+names = list(tb.getcol("Name"))
+def put(row, values):
+    for col, val in values.items():
+        tb.putcell(col, row, val)
+fixed = {"Type": "WGS84", "Long": lon, "Lat": lat, "Height": alt, "X": x, "Y": y, "Z": z}
+if "OVRO_MMA" in names:
+    put(names.index("OVRO_MMA"), {**fixed, "Comment": "restated in WGS84 by dsa-stream"})
+if "DSA_110" not in names:
+    tb.addrows(1)
+    row = tb.nrows() - 1
+else:
+    row = names.index("DSA_110")
+put(row, {**fixed, "MJD": 59000.0, "Name": "DSA_110", "Source": "dsa-stream",
+          "Comment": "DSA-110 array centre (T junction)", "AntennaResponses": ""})
+tb.flush()
+tb.close()
+me = casatools.measures()
+pos = me.measure(me.observatory("DSA_110"), "ITRF")
+xyz = me.addxvalue(pos)
+if xyz["unit"] != "m":
+    raise SystemExit(f"unexpected unit {xyz['unit']!r}")
+got = [float(v) for v in xyz["value"]]
+err = max(abs(a - b) for a, b in zip(got, (x, y, z)))
+if err > 1.0:
+    raise SystemExit(f"DSA_110 observatory check failed: {got} vs {(x, y, z)}")
+print("observatory overlay ok", err)
+"""
+
+
+def _site_itrf() -> tuple[float, float, float]:
+    """ITRF (X, Y, Z) in metres of the DSA-110 array centre."""
+    from astropy import units as u
+    from astropy.coordinates import EarthLocation
+
+    from dsa_stream import instrument
+
+    loc = EarthLocation.from_geodetic(
+        instrument.SITE_LON_DEG * u.deg,
+        instrument.SITE_LAT_DEG * u.deg,
+        instrument.SITE_ALT_M * u.m,
+    )
+    return float(loc.x.to_value(u.m)), float(loc.y.to_value(u.m)), float(loc.z.to_value(u.m))
+
+
+def _link_tree(src: Path, dst: Path, *, except_names: tuple[str, ...] = ()) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in src.iterdir():
+        if entry.name not in except_names:
+            (dst / entry.name).symlink_to(entry)
+
+
+def measures_overlay(directory: Path | None = None) -> Path:
+    """The measures directory CASA uses: casadata plus a corrected Observatories table.
+
+    Built on first use (a few seconds, in a child process) and reused afterwards;
+    a different casadata version or overlay layout gets its own directory.
+    """
+    import shutil
+    import subprocess
+
+    from dsa_stream import instrument
+
+    base = measures_path()
+    directory = directory or casa_user_dir()
+    tag = hashlib.sha256(f"{base}|{_OVERLAY_VERSION}".encode()).hexdigest()[:12]
+    overlay = directory / f"measures-{tag}"
+    if (overlay / "geodetic" / "Observatories" / "table.dat").exists():
+        return overlay
+    directory.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=directory, prefix=f".measures-{tag}."))
+    work.chmod(0o755)
+    try:
+        _link_tree(base, work, except_names=("geodetic",))
+        _link_tree(base / "geodetic", work / "geodetic", except_names=("Observatories",))
+        shutil.copytree(base / "geodetic" / "Observatories", work / "geodetic" / "Observatories")
+        config = work / "builder-siteconfig.py"
+        config.write_text(
+            _SITE_CONFIG_TEMPLATE.format(measures=str(work), logfile=str(work / "casa.log"))
+        )
+        x, y, z = _site_itrf()
+        argv = [
+            sys.executable,
+            "-c",
+            _OVERLAY_BUILDER,
+            str(work / "geodetic" / "Observatories"),
+            *(
+                repr(v)
+                for v in (
+                    instrument.SITE_LON_DEG,
+                    instrument.SITE_LAT_DEG,
+                    instrument.SITE_ALT_M,
+                    x,
+                    y,
+                    z,
+                )
+            ),
+        ]
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=work,
+            env={**os.environ, "CASASITECONFIG": str(config)},
+        )
+        if proc.returncode != 0:
+            raise EnvironmentSetupError(
+                f"building the CASA measures overlay failed:\n{proc.stdout}\n{proc.stderr}"
+            )
+        for leftover in ("builder-siteconfig.py", "casa.log"):
+            with contextlib.suppress(FileNotFoundError):
+                (work / leftover).unlink()
+        try:
+            work.rename(overlay)
+        except OSError:
+            if not (overlay / "geodetic" / "Observatories" / "table.dat").exists():
+                raise
+            # Another process finished first; its overlay is identical.
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    logger.info("CASA measures overlay ready at %s", overlay)
+    return overlay
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and rename (no torn reads)."""
     if path.exists() and path.read_text() == text:
@@ -105,7 +247,7 @@ def write_site_config(directory: Path | None = None) -> Path:
     logdir = directory / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     text = _SITE_CONFIG_TEMPLATE.format(
-        measures=str(measures_path()), logfile=str(logdir / "casa.log")
+        measures=str(measures_overlay(directory)), logfile=str(logdir / "casa.log")
     )
     path = directory / "casasiteconfig.py"
     _atomic_write_text(path, text)

@@ -22,8 +22,11 @@ me = tools.measures()
 ep = me.epoch("utc", "2025-10-02T00:00:00")
 me.doframe(me.observatory("VLA"))
 tai = me.measure(ep, "tai")
-qa = tools.quanta()
+dsa = me.measure(me.observatory("DSA_110"), "ITRF")
+ovro = me.measure(me.observatory("OVRO_MMA"), "ITRF")
 print(json.dumps({
+    "dsa_110_xyz": [float(v) for v in me.addxvalue(dsa)["value"]],
+    "ovro_radius_m": ovro["m2"]["value"],
     "siteconfig": os.environ["CASASITECONFIG"],
     "measurespath": cfg.measurespath,
     "auto": [cfg.measures_auto_update, cfg.data_auto_update],
@@ -60,8 +63,26 @@ def test_casa_imports_offline_with_hostile_argv(tmp_path: Path) -> None:
     cmd = ["unshare", "-n", sys.executable, "-c", PROBE, *argv]
     out = _run(cmd, tmp_path, _env(tmp_path))
     import casadata
+    from astropy import units as u
+    from astropy.coordinates import EarthLocation
 
-    assert out["measurespath"] == str(Path(casadata.datapath).resolve())
+    from dsa_stream import instrument
+
+    overlay = Path(str(out["measurespath"]))
+    assert overlay.parent == tmp_path / "casa" and overlay.name.startswith("measures-")
+    # Everything but the corrected Observatories table comes straight from casadata.
+    assert (overlay / "geodetic" / "TAI_UTC").resolve() == (
+        Path(casadata.datapath) / "geodetic" / "TAI_UTC"
+    ).resolve()
+    site = EarthLocation.from_geodetic(
+        instrument.SITE_LON_DEG * u.deg,
+        instrument.SITE_LAT_DEG * u.deg,
+        instrument.SITE_ALT_M * u.m,
+    )
+    expected = [site.x.to_value(u.m), site.y.to_value(u.m), site.z.to_value(u.m)]
+    assert max(abs(a - b) for a, b in zip(out["dsa_110_xyz"], expected, strict=True)) < 1.0
+    # casadata's OVRO_MMA row puts the site near the geocentre; ours is on the surface.
+    assert 6.36e6 < float(out["ovro_radius_m"]) < 6.38e6
     assert out["auto"] == [False, False]
     assert out["siteconfig"] == str(tmp_path / "casa" / "casasiteconfig.py")
     assert out["argv"] == argv  # our argv is restored for our own parser
@@ -92,10 +113,12 @@ def test_site_config_contents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     text = path.read_text()
     assert "measures_auto_update = False" in text
     assert "data_auto_update = False" in text
-    assert repr(str(casa_env.measures_path())) in text
     scope: dict[str, object] = {}
     exec(compile(text, str(path), "exec"), scope)  # it is valid Python for casaconfig
-    assert scope["measurespath"] == str(casa_env.measures_path())
+    overlay = Path(str(scope["measurespath"]))
+    assert overlay.parent == tmp_path
+    assert (overlay / "geodetic" / "Observatories" / "table.dat").is_file()
+    assert casa_env.measures_overlay(tmp_path) == overlay  # built once, then reused
     before = path.stat().st_mtime_ns
     casa_env.write_site_config(tmp_path)  # unchanged content: not rewritten
     assert path.stat().st_mtime_ns == before
