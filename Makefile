@@ -8,7 +8,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_DIR ?= demo-site
-DEBIAN_PACKAGES := wsclean postgresql time
+# wsclean: the fast imager; casacore-data: its measures; python3-casacore: a casacore 3.5
+# reader (the one WSClean links) used to check that our MSs open there; postgresql: the
+# registry tests start their own server; time: /usr/bin/time -v for benchmarks.
+DEBIAN_PACKAGES := wsclean casacore-data python3-casacore postgresql time
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint venv system-deps clean-demo help
@@ -30,9 +33,9 @@ $(STAMP): pyproject.toml
 
 system-deps:
 	@missing=""; \
-	command -v wsclean >/dev/null || missing="$$missing wsclean"; \
-	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	command -v /usr/bin/time >/dev/null || missing="$$missing time"; \
+	for pkg in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi; \
