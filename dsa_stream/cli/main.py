@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Write simulated DSA-110 subband files with a known sky.",
     ),
     "demo": ("dsa_stream.cli.demo:demo_cmd", "A newcomer's first run on simulated data."),
+    "convert": (
+        "dsa_stream.cli.convert:convert_cmd",
+        "Convert one group of subband files into a validated Measurement Set.",
+    ),
 }
 
 #: Exit codes shared by every command.
