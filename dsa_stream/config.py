@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -95,6 +102,80 @@ class RegistryConfig(Section):
     """PostgreSQL idle_in_transaction_session_timeout."""
 
 
+#: Hard wall-clock budget of one attempt, per job kind (initial guesses until the
+#: p99 of each stage is measured; then set to >= 3 x p99). Reliability §7.5.
+DEFAULT_STAGE_TIMEOUTS_S: dict[str, int] = {
+    "convert": 1200,
+    "calibrate": 1800,
+    "image": 2700,
+    "mosaic": 5400,
+    "register": 600,
+    "finalize": 600,
+    "publish": 600,
+    "cleanup": 600,
+    "reconcile": 600,
+}
+
+
+class WorkerConfig(Section):
+    """Job leases, heartbeats, the reaper and retries (numbers of reliability §7.5)."""
+
+    heartbeat_interval_s: float = Field(10.0, gt=0)
+    """A worker renews its own row and its job's lease this often."""
+    lease_s: float = Field(60.0, gt=0)
+    """Lease TTL of a claimed job; the reaper requeues the job when it lapses."""
+    self_fence_s: float = Field(45.0, gt=0)
+    """A worker stops its stage when no renewal succeeded for this long (< ``lease_s``)."""
+    reap_interval_s: float = Field(15.0, gt=0)
+    """How often the reaper looks for lapsed leases and dead workers."""
+    stale_worker_leases: float = Field(3.0, ge=1)
+    """A worker whose heartbeat is older than this many leases is declared dead."""
+    reap_batch: int = Field(100, ge=1)
+    """At most this many jobs are reaped per reaper pass."""
+    max_attempts: int = Field(5, ge=1)
+    """Attempts of a job before it goes to ``dead`` (lease expiries count)."""
+    backoff_base_s: float = Field(30.0, ge=0)
+    """Retry delay after the first failed attempt; doubles per attempt."""
+    backoff_max_s: float = Field(900.0, ge=0)
+    """Upper bound of the retry delay before jitter."""
+    backoff_jitter: float = Field(0.2, ge=0, lt=1)
+    """The delay is multiplied by U(1 - jitter, 1 + jitter)."""
+    stage_timeouts_s: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_STAGE_TIMEOUTS_S))
+    """Hard wall-clock budget of one attempt, per job kind (seconds)."""
+
+    @model_validator(mode="after")
+    def _lease_ordering(self) -> WorkerConfig:
+        if not self.heartbeat_interval_s < self.self_fence_s < self.lease_s:
+            raise ValueError(
+                "worker timing must satisfy heartbeat_interval_s < self_fence_s < lease_s "
+                f"(got {self.heartbeat_interval_s} / {self.self_fence_s} / {self.lease_s})"
+            )
+        return self
+
+
+class GroupingConfig(Section):
+    """How subband files are assembled into observation groups."""
+
+    n_subbands: int = Field(16, ge=1)
+    """Distinct subbands that make a group complete."""
+    complete_timeout_s: float = Field(600.0, gt=0)
+    """A group still collecting this long after its first file goes to the policy."""
+    incomplete_policy: Literal["process", "quarantine"] = "process"
+    """``process`` converts a timed-out group with at least ``min_subbands``; else quarantine."""
+    min_subbands: int = Field(12, ge=1)
+    """Fewest subbands a timed-out group may be processed with (policy ``process``)."""
+    dec_tolerance_deg: float | None = Field(0.5, gt=0)
+    """A file whose Dec differs from its group's by more is quarantined (None: no check)."""
+
+    @model_validator(mode="after")
+    def _min_le_n(self) -> GroupingConfig:
+        if self.min_subbands > self.n_subbands:
+            raise ValueError(
+                f"min_subbands ({self.min_subbands}) exceeds n_subbands ({self.n_subbands})"
+            )
+        return self
+
+
 class LoggingConfig(Section):
     """Logging of the command-line tools and the daemon."""
 
@@ -120,6 +201,8 @@ class Settings(BaseSettings):
     paths: PathsConfig = PathsConfig()
     registry: RegistryConfig = RegistryConfig()
     logging: LoggingConfig = LoggingConfig()
+    worker: WorkerConfig = WorkerConfig()
+    grouping: GroupingConfig = GroupingConfig()
 
     @field_validator("version")
     @classmethod

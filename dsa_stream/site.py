@@ -9,6 +9,7 @@ from pathlib import Path
 from dsa_stream import naming
 from dsa_stream.config import Settings, load_settings, site_config_yaml
 from dsa_stream.exceptions import ConfigError
+from dsa_stream.registry.migrate import upgrade_registry
 
 logger = logging.getLogger(__name__)
 
@@ -25,14 +26,16 @@ class SiteInitResult:
 
 
 def init_site(root: Path, *, force: bool = False) -> SiteInitResult:
-    """Create a ready site under ``root``: configuration file and data directories.
+    """Create a ready site under ``root``: configuration file, data directories, registry.
 
-    An existing configuration file is kept (and validated) unless ``force``.
+    An existing configuration file is kept (and validated) unless ``force``. The
+    registry database is created or migrated to the newest schema.
     Running it twice is harmless.
 
     Raises:
         ConfigError: if an existing configuration file is invalid, or ``root``
             exists and is not a directory.
+        RegistryError: if the registry cannot be created or migrated.
     """
     root = root.expanduser().resolve()
     if root.exists() and not root.is_dir():
@@ -49,5 +52,11 @@ def init_site(root: Path, *, force: bool = False) -> SiteInitResult:
     dirs = settings.paths.site_dirs()
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
-    logger.info("site ready at %s (config %s)", root, "written" if created else "kept")
+    revision = upgrade_registry(settings)
+    logger.info(
+        "site ready at %s (config %s, registry at revision %s)",
+        root,
+        "written" if created else "kept",
+        revision,
+    )
     return SiteInitResult(root, config_path, dirs, created, settings)

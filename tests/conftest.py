@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# A private PostgreSQL server for `postgres`-marked tests: fixtures `pg_server`, `pg_url`.
+pytest_plugins = ["tests.pgserver"]
+
 HEAVY_MARKERS = ("casa", "wsclean", "postgres")
 REQUIRE_HEAVY = os.environ.get("DSA_STREAM_REQUIRE_HEAVY") == "1"
 

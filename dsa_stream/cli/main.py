@@ -38,6 +38,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dsa_stream.cli.convert:convert_cmd",
         "Convert one group of subband files into a validated Measurement Set.",
     ),
+    "db": ("dsa_stream.cli.db:db_group", "Registry database schema: upgrade, current."),
+    "registry": (
+        "dsa_stream.cli.registry:registry_group",
+        "Query the registry: groups, files, jobs, workers, products, stats.",
+    ),
+    "jobs": (
+        "dsa_stream.cli.jobs:jobs_group",
+        "Operate on jobs: retry, cancel, show, dead-letter.",
+    ),
 }
 
 #: Exit codes shared by every command.

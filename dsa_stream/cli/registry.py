@@ -1,0 +1,258 @@
+"""``dsa-stream registry ...``: read-only queries of the registry.
+
+Every listing takes ``--json`` (one JSON array) and shows a table otherwise.
+``--since``/``--until`` are observation times (UTC, ISO-8601), never arrival
+times. The registry is opened read-only (SQLite: no write lock; PostgreSQL:
+read-only sessions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Connection
+
+from dsa_stream.cli.context import emit, emit_table, get_ctx, json_option
+from dsa_stream.registry import queries
+from dsa_stream.registry.db import db_now, make_engine
+from dsa_stream.registry.migrate import require_current_schema
+from dsa_stream.registry.records import Record
+from dsa_stream.registry.states import FileState, GroupState, JobState, ProductState, WorkerState
+from dsa_stream.registry.stats import RegistryStats, registry_stats
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ObsTime(click.ParamType):
+    """An ISO-8601 time; without a zone it is taken as UTC."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse the value."""
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 time (e.g. 2026-01-01T00:05:00)", param, ctx)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _choice(values: type[Any]) -> click.Choice[str]:
+    return click.Choice([v.value for v in values])
+
+
+def window_options(func: F) -> F:
+    """``--since``/``--until`` (observation time) and ``--limit``."""
+    func = click.option("--limit", type=click.IntRange(1), default=200, show_default=True)(func)
+    func = click.option("--until", type=ObsTime(), help="Observation time before (UTC).")(func)
+    return click.option("--since", type=ObsTime(), help="Observation time from (UTC).")(func)
+
+
+@contextmanager
+def read_connection() -> Iterator[Connection]:
+    """A read-only connection to the site's registry (which must be migrated)."""
+    settings = get_ctx().settings()
+    engine = make_engine(settings.registry_url(), settings.registry, write=False)
+    try:
+        require_current_schema(engine)
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def _ts(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def _show(rows: Sequence[Record], title: str, columns: dict[str, Callable[[Any], Any]]) -> None:
+    def render(_data: Any) -> None:
+        emit_table(title, list(columns), ([f(r) for f in columns.values()] for r in rows))
+
+    emit([r.model_dump(mode="json") for r in rows], render)
+
+
+@click.group("registry")
+def registry_group() -> None:
+    """Query the registry: groups, files, jobs, workers, products, stats."""
+
+
+@registry_group.command("groups")
+@click.option("--state", type=_choice(GroupState))
+@click.option("--group", "group_key", help="One group key.")
+@window_options
+@json_option
+def groups_cmd(state: str | None, group_key: str | None, **window: Any) -> None:
+    """Observation groups, newest first."""
+    with read_connection() as conn:
+        rows = queries.list_groups(conn, state=state, group_key=group_key, **window)
+    _show(
+        rows,
+        "groups",
+        {
+            "group": lambda r: r.group_key,
+            "obs time": lambda r: _ts(r.obs_time),
+            "state": lambda r: r.state,
+            "stage": lambda r: r.stage,
+            "subbands": lambda r: f"{r.n_present}/{r.n_expected}",
+            "missing": lambda r: ",".join(map(str, r.missing_subbands or [])),
+            "reason": lambda r: r.reason,
+        },
+    )
+
+
+@registry_group.command("files")
+@click.option("--state", type=_choice(FileState))
+@click.option("--group", "group_key", help="One group key.")
+@window_options
+@json_option
+def files_cmd(state: str | None, group_key: str | None, **window: Any) -> None:
+    """Input files, newest observation first."""
+    with read_connection() as conn:
+        rows = queries.list_files(conn, state=state, group_key=group_key, **window)
+    _show(
+        rows,
+        "input files",
+        {
+            "id": lambda r: r.id,
+            "group": lambda r: r.group_key,
+            "sb": lambda r: r.subband,
+            "path": lambda r: f"{r.root_id}:{r.rel_path}",
+            "size": lambda r: r.size,
+            "state": lambda r: r.state,
+            "reason": lambda r: r.reason,
+        },
+    )
+
+
+@registry_group.command("jobs")
+@click.option("--state", type=_choice(JobState))
+@click.option("--kind", help="Job kind (convert, calibrate, image, mosaic, ...).")
+@click.option("--group", "group_key", help="Jobs of one group.")
+@window_options
+@json_option
+def jobs_cmd(state: str | None, kind: str | None, group_key: str | None, **window: Any) -> None:
+    """Jobs, newest first (``--since``/``--until`` filter their observation time)."""
+    with read_connection() as conn:
+        rows = queries.list_jobs(conn, state=state, kind=kind, group_key=group_key, **window)
+    _show(
+        rows,
+        "jobs",
+        {
+            "id": lambda r: r.id,
+            "kind": lambda r: r.kind,
+            "state": lambda r: r.state,
+            "group": lambda r: r.group_key,
+            "obs time": lambda r: _ts(r.order_key),
+            "attempt": lambda r: f"{r.attempt}/{r.max_attempts}",
+            "progress": lambda r: "" if r.progress is None else f"{r.progress:.0%}",
+            "error": lambda r: (r.last_error or "")[:60],
+        },
+    )
+
+
+@registry_group.command("workers")
+@click.option("--state", type=_choice(WorkerState))
+@click.option("--limit", type=click.IntRange(1), default=200, show_default=True)
+@json_option
+def workers_cmd(state: str | None, limit: int) -> None:
+    """Workers: identity, state, heartbeat age and current job."""
+    with read_connection() as conn:
+        rows = queries.list_workers(conn, now=db_now(conn), state=state, limit=limit)
+    _show(
+        rows,
+        "workers",
+        {
+            "id": lambda r: r.id[:8],
+            "host": lambda r: r.host,
+            "pid": lambda r: r.pid,
+            "version": lambda r: r.code_version,
+            "state": lambda r: r.state + (f" ({r.stop_requested})" if r.stop_requested else ""),
+            "heartbeat age s": lambda r: f"{r.heartbeat_age_s:.0f}",
+            "job": lambda r: r.current_job_id,
+            "reason": lambda r: r.reason,
+        },
+    )
+
+
+@registry_group.command("products")
+@click.option("--kind", help="Product kind (ms, caltable, image, mosaic, qa).")
+@click.option("--state", type=_choice(ProductState))
+@click.option("--group", "group_key", help="Products of one group.")
+@window_options
+@json_option
+def products_cmd(kind: str | None, state: str | None, group_key: str | None, **window: Any) -> None:
+    """Products, newest observation first."""
+    with read_connection() as conn:
+        rows = queries.list_products(conn, kind=kind, state=state, group_key=group_key, **window)
+    _show(
+        rows,
+        "products",
+        {
+            "id": lambda r: r.id,
+            "kind": lambda r: r.kind,
+            "key": lambda r: f"{r.logical_key} v{r.version}",
+            "state": lambda r: r.state,
+            "obs start": lambda r: _ts(r.obs_start),
+            "path": lambda r: f"{r.root_id}:{r.rel_path}",
+            "job": lambda r: r.job_id,
+        },
+    )
+
+
+def _render_stats(stats: RegistryStats) -> None:
+    health = stats.health
+    click.echo(f"health: {health.status}")
+    for reason in health.reasons:
+        click.echo(f"  - {reason}")
+    counts = [
+        ("jobs", stats.jobs_by_state),
+        ("groups", stats.groups_by_state),
+        ("files", stats.files_by_state),
+        ("workers", stats.workers_by_state),
+    ]
+    emit_table(
+        "counts by state",
+        ("table", "counts"),
+        ((name, ", ".join(f"{k}={v}" for k, v in sorted(c.items())) or "-") for name, c in counts),
+    )
+    click.echo(f"dead letter: {stats.dead_letter}")
+    emit_table(
+        "stage durations (claim to success)",
+        ("kind", "n", "p50 s", "p95 s"),
+        ((d.kind, d.n, f"{d.p50_s:.1f}", f"{d.p95_s:.1f}") for d in stats.durations),
+    )
+    emit_table(
+        "running jobs",
+        ("id", "kind", "group", "worker", "attempt", "progress", "heartbeat age s"),
+        (
+            (
+                j.id,
+                j.kind,
+                j.group_key,
+                (j.worker_id or "")[:8],
+                j.attempt,
+                "" if j.progress is None else f"{j.progress:.0%}",
+                j.heartbeat_age_s,
+            )
+            for j in stats.running
+        ),
+    )
+
+
+@registry_group.command("stats")
+@json_option
+def stats_cmd() -> None:
+    """Counts by state, health, stage durations, dead letter and running jobs."""
+    settings = get_ctx().settings()
+    with read_connection() as conn:
+        stats = registry_stats(
+            conn, now=db_now(conn), worker=settings.worker, grouping=settings.grouping
+        )
+    emit(stats.model_dump(mode="json"), lambda _d: _render_stats(stats))
