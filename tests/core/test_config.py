@@ -106,8 +106,22 @@ def test_settings_are_frozen_and_hash_is_stable(tmp_path: Path) -> None:
         s1.version = 2  # type: ignore[misc]
 
 
+def _keys(doc: object, prefix: str = "") -> set[str]:
+    if not isinstance(doc, dict):
+        return {prefix}
+    out = {prefix} if prefix else set()
+    for key, value in doc.items():
+        out |= _keys(value, f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
 def test_repository_default_config_is_valid_and_equals_defaults() -> None:
+    import yaml
+
     path = REPO / "config" / "dsa-stream.yaml"
+    documented = _keys(yaml.safe_load(path.read_text()))
+    missing = _keys(Settings().model_dump(mode="json")) - documented
+    assert not missing, f"config/dsa-stream.yaml does not document: {sorted(missing)}"
     s = load_settings(path)
     defaults = Settings().model_dump(mode="json")
     loaded = s.model_dump(mode="json")
