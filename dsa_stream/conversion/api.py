@@ -243,6 +243,7 @@ def convert_group(
     group = read_group(files, options.expected_subbands)
     fingerprints = input_fingerprints(group, options.checksum_inputs)
     key = inputs_key(fingerprints)
+    t_inputs = time.perf_counter() - t_start
     quarantined: Path | None = None
     if out.exists() or out.is_symlink():
         if options.on_existing == "fail":
@@ -271,12 +272,15 @@ def convert_group(
                 "result": result.model_dump(mode="json"),
             },
         )
+        t_pub = time.perf_counter()
         publish(staging, out)
+        timings["manifest_fsync_rename"] = time.perf_counter() - t_pub
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     from dsa_stream.conversion.msio import directory_size
 
+    timings["inputs"] = t_inputs
     timings["total"] = time.perf_counter() - t_start
     logger.info(
         "converted %d subband(s) into %s in %.1f s", len(group.headers), out, timings["total"]

@@ -92,56 +92,97 @@ def _placements(group: GroupInputs, full: NDArray[np.float64]) -> list[_Placemen
 
 
 class _BlockReader:
-    """Reads and rephases one block of rows from every subband file."""
+    """Reads and rephases blocks of rows from every subband file into reused buffers."""
 
-    def __init__(self, group: GroupInputs, plan: PhasingPlan, pol_order: NDArray[np.int64]):
-        full = plan.uv.freq_array
-        self.full = np.asarray(full, dtype=np.float64)
+    def __init__(
+        self,
+        group: GroupInputs,
+        plan: PhasingPlan,
+        pol_order: NDArray[np.int64],
+        max_rows: int,
+    ):
+        self.full = np.asarray(plan.uv.freq_array, dtype=np.float64)
         self.places = _placements(group, self.full)
         self.pol_order = pol_order
+        self.pol_identity = bool(np.array_equal(pol_order, np.arange(pol_order.size)))
         self.dw_over_c = plan.dw_m / instrument.C_M_S
         self.rotate = bool(np.any(plan.dw_m != 0.0))
+        shape = (max_rows, self.full.size, pol_order.size)
+        # Buffers are reused for every block: fresh memory costs page faults each time.
+        self.data = np.zeros(shape, dtype=np.complex64)
+        self.flags = np.ones(shape, dtype=bool)
+        self.nsamp = np.zeros(shape, dtype=np.float32)
+        self._bufs: dict[int, tuple[NDArray, NDArray, NDArray]] = {}
         self.files = [h5py.File(p.header.path, "r") for p in self.places]
 
     def close(self) -> None:
         for fh in self.files:
             fh.close()
 
-    def _one(self, k: int, r0: int, r1: int, out: tuple[NDArray, NDArray, NDArray]) -> None:
+    def _scratch(self, k: int, n: int, nf: int, npol: int) -> tuple[NDArray, NDArray, NDArray]:
+        """Per-file read buffers, reused for every block (fresh memory costs page faults)."""
+        bufs = self._bufs.get(k)
+        if bufs is None or bufs[0].shape[0] < n:
+            bufs = (
+                np.empty((n, 1, nf, npol), dtype=np.complex64),
+                np.empty((n, 1, nf, npol), dtype=bool),
+                np.empty((n, 1, nf, npol), dtype=np.float32),
+            )
+            self._bufs[k] = bufs
+        return bufs[0][:n], bufs[1][:n], bufs[2][:n]
+
+    def _one(self, k: int, r0: int, r1: int) -> None:
         place, fh = self.places[k], self.files[k]
-        data, flags, nsamp = out
-        nf = place.header.nfreqs
+        h = place.header
+        n, nf = r1 - r0, h.nfreqs
         npol = self.pol_order.size
+        vis, fl, ns = self._scratch(k, n, nf, npol)
         try:
-            vis = fh["Data/visdata"][r0:r1].reshape(r1 - r0, nf, npol)
-            fl = fh["Data/flags"][r0:r1].reshape(r1 - r0, nf, npol)
-            ns = fh["Data/nsamples"][r0:r1].reshape(r1 - r0, nf, npol)
-        except (OSError, KeyError, ValueError) as exc:
-            raise ConversionError(
-                f"{place.header.path}: reading rows {r0}-{r1} failed: {exc}"
-            ) from exc
-        sl = slice(place.start, place.start + nf)
+            for name, buf in (("visdata", vis), ("flags", fl), ("nsamples", ns)):
+                ds = fh[f"Data/{name}"]
+                target = buf if ds.ndim == 4 else buf[:, 0]
+                ds.read_direct(target, np.s_[r0:r1])
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise ConversionError(f"{h.path}: reading rows {r0}-{r1} failed: {exc}") from exc
+        vis, fl, ns = vis[:, 0], fl[:, 0], ns[:, 0]
+        if self.rotate:
+            # MS convention: conj(V exp(-2 pi i dw nu / c)). The phasor runs along the
+            # file's channels by recurrence, exp(-i a nu_j) = exp(-i a nu_0) exp(-i a dnu)^j,
+            # in double precision (error ~ j x 1e-16), then is rounded to complex64.
+            a = (2.0 * np.pi) * self.dw_over_c[r0:r1]
+            rc = np.empty((n, nf), dtype=np.complex128)
+            rc[:, 0] = np.exp(-1j * a * h.freqs_hz[0])
+            if nf > 1:
+                rc[:, 1:] = np.exp(-1j * a * (h.freqs_hz[1] - h.freqs_hz[0]))[:, None]
+                np.cumprod(rc, axis=1, out=rc)
+            np.multiply(vis, rc.astype(np.complex64)[:, :, None], out=vis)
         if place.reverse:
             vis, fl, ns = vis[:, ::-1], fl[:, ::-1], ns[:, ::-1]
-        vis = np.conj(vis[:, :, self.pol_order])
-        if self.rotate:
-            # MS convention: conj(V exp(-2 pi i dw nu / c)) = conj(V) exp(+2 pi i dw nu / c)
-            phase = (2.0 * np.pi) * self.dw_over_c[r0:r1, None] * self.full[None, sl]
-            vis *= np.exp(1j * phase).astype(np.complex64)[:, :, None]
-        data[:, sl] = vis
-        flags[:, sl] = fl[:, :, self.pol_order]
-        nsamp[:, sl] = ns[:, :, self.pol_order]
+        if not self.pol_identity:
+            vis, fl, ns = (
+                vis[:, :, self.pol_order],
+                fl[:, :, self.pol_order],
+                ns[:, :, self.pol_order],
+            )
+        sl = slice(place.start, place.start + nf)
+        np.conjugate(vis, out=self.data[:n, sl])
+        self.flags[:n, sl] = fl
+        self.nsamp[:n, sl] = ns
 
     def read(self, r0: int, r1: int, pool: ThreadPoolExecutor) -> tuple[NDArray, NDArray, NDArray]:
-        """(data, flags, nsamples) of rows r0..r1 over the full band; missing = flagged."""
-        shape = (r1 - r0, self.full.size, self.pol_order.size)
-        out = (
-            np.zeros(shape, dtype=np.complex64),
-            np.ones(shape, dtype=bool),
-            np.zeros(shape, dtype=np.float32),
-        )
-        list(pool.map(lambda k: self._one(k, r0, r1, out), range(len(self.files))))
-        return out
+        """(data, flags, nsamples) of rows r0..r1 over the full band; missing = flagged.
+
+        The arrays are views of buffers that the next call overwrites.
+        """
+        n = r1 - r0
+        present = np.zeros(self.full.size, dtype=bool)
+        for p in self.places:
+            present[p.start : p.start + p.header.nfreqs] = True
+        self.data[:n, ~present] = 0.0
+        self.flags[:n, ~present] = True
+        self.nsamp[:n, ~present] = 0.0
+        list(pool.map(lambda k: self._one(k, r0, r1), range(len(self.files))))
+        return self.data[:n], self.flags[:n], self.nsamp[:n]
 
 
 def _rows_per_block(options: ConvertOptions, nbl: int, nrow: int, nchan: int, npol: int) -> int:
@@ -174,8 +215,9 @@ def _row_metadata(ms: tables.table, plan: PhasingPlan) -> NDArray[np.float64]:
 def _weights(
     nsamp: NDArray[np.float32], present: NDArray[np.bool_], width_hz: float, tint: NDArray
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Row WEIGHT and SIGMA (rows, pols) from nsamples over the channels present."""
-    mean_ns = nsamp[:, present, :].mean(axis=1) if present.any() else nsamp[:, :1, :] * 0
+    """Row WEIGHT and SIGMA (rows, pols) from the mean nsamples of the channels present."""
+    sel = present.astype(np.float32) / max(1, int(present.sum()))
+    mean_ns = sel @ nsamp  # (rows, pols); a matrix product is ~30x faster than .mean(axis=1)
     weight = (2.0 * width_hz * tint[:, None] * mean_ns).astype(np.float32)
     sigma = np.where(weight > 0, 1.0 / np.sqrt(np.where(weight > 0, weight, 1.0)), 0.0)
     return weight, sigma.astype(np.float32)
@@ -209,13 +251,13 @@ def write_main(
             ms.removecols(["WEIGHT_SPECTRUM"])
         ms.addrows(nrow)
         tsec = _row_metadata(ms, plan)
-        reader = _BlockReader(group, plan, pol_order)
+        step = _rows_per_block(options, nbl, nrow, nfull, npol)
+        reader = _BlockReader(group, plan, pol_order, step)
         present = np.zeros(nfull, dtype=bool)
         for p in reader.places:
             present[p.start : p.start + p.header.nfreqs] = True
         present_out = present.reshape(-1, k).any(axis=1)
         autos = uv.ant_1_array == uv.ant_2_array
-        step = _rows_per_block(options, nbl, nrow, nfull, npol)
         try:
             with ThreadPoolExecutor(options.read_threads) as pool:
                 for r0 in range(0, nrow, step):
@@ -235,7 +277,12 @@ def write_main(
                     t1 = time.perf_counter()
                     ms.putcol("DATA", data, startrow=r0, nrow=r1 - r0)
                     ms.putcol("FLAG", flags, startrow=r0, nrow=r1 - r0)
-                    ms.putcol("FLAG_ROW", flags.all(axis=(1, 2)), startrow=r0, nrow=r1 - r0)
+                    ms.putcol(
+                        "FLAG_ROW",
+                        flags.reshape(r1 - r0, -1).all(axis=1),
+                        startrow=r0,
+                        nrow=r1 - r0,
+                    )
                     ms.putcol("WEIGHT", weight, startrow=r0, nrow=r1 - r0)
                     ms.putcol("SIGMA", sigma, startrow=r0, nrow=r1 - r0)
                     if options.weight_spectrum:
