@@ -21,6 +21,7 @@ from dsa_stream.conversion.options import CheckRecord, ConvertOptions, ConvertRe
 from dsa_stream.conversion.phasing import PhasingPlan, plan_phasing
 from dsa_stream.conversion.staging import (
     attempt_id,
+    caltable_fingerprints,
     input_fingerprints,
     inputs_key,
     manifest_mismatch,
@@ -185,7 +186,31 @@ def _result(
     )
 
 
+def _fingerprints(group: GroupInputs, options: ConvertOptions) -> list[dict[str, Any]]:
+    return input_fingerprints(group, options.checksum_inputs) + caltable_fingerprints(
+        Path(p) for p in options.apply_tables
+    )
+
+
 def adopt_existing(
+    files: Sequence[str | Path], out_ms: str | Path, options: ConvertOptions | None = None
+) -> ConvertResult | None:
+    """The existing ``out_ms`` as a result if it can be adopted for these inputs, else None.
+
+    Nothing is moved or written: this is the decision :func:`convert_group` takes with
+    ``on_existing='adopt'`` (manifest matches the inputs, the calibration tables and the
+    options, and the MS validates).
+    """
+    options = options or ConvertOptions()
+    out = Path(out_ms).absolute()
+    if not out.exists():
+        return None
+    group = read_group(files, options.expected_subbands)
+    result, _reason = _adopt(group, out, options, inputs_key(_fingerprints(group, options)))
+    return result
+
+
+def _adopt(
     group: GroupInputs, out: Path, options: ConvertOptions, key: str
 ) -> tuple[ConvertResult | None, str]:
     """Adopt ``out`` if its manifest matches and it validates; else (None, reason)."""
@@ -241,7 +266,7 @@ def convert_group(
     out = Path(out_ms).absolute()
     t_start = time.perf_counter()
     group = read_group(files, options.expected_subbands)
-    fingerprints = input_fingerprints(group, options.checksum_inputs)
+    fingerprints = _fingerprints(group, options)
     key = inputs_key(fingerprints)
     t_inputs = time.perf_counter() - t_start
     quarantined: Path | None = None
@@ -250,7 +275,7 @@ def convert_group(
             raise ConversionError(f"{out} already exists (on_existing='fail')")
         reason = "replace"
         if options.on_existing == "adopt":
-            adopted, reason = adopt_existing(group, out, options, key)
+            adopted, reason = _adopt(group, out, options, key)
             if adopted is not None:
                 return adopted
         quarantined = quarantine(out, reason)

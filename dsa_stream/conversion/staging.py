@@ -151,9 +151,32 @@ def input_fingerprints(group: GroupInputs, checksum: bool) -> list[dict[str, Any
     return out
 
 
+def caltable_fingerprints(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """Path, size and xxh3 of every calibration table applied (a table is a directory)."""
+    out = []
+    for path in paths:
+        h = xxhash.xxh3_64()
+        size = 0
+        files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+        for f in files:
+            h.update(str(f.relative_to(path)).encode())
+            h.update(bytes.fromhex(file_checksum(f)))
+            size += f.stat().st_size
+        out.append(
+            {
+                "name": str(Path(path).resolve()),
+                "size": size,
+                "subband": -1,
+                "xxh3_64": h.hexdigest(),
+            }
+        )
+    return out
+
+
 def inputs_key(fingerprints: Iterable[dict[str, Any]]) -> str:
-    """One hash for the list of input fingerprints."""
-    text = json.dumps(sorted(fingerprints, key=lambda f: f["subband"]), sort_keys=True)
+    """One hash for the list of input fingerprints (subband files and calibration tables)."""
+    ordered = sorted(fingerprints, key=lambda f: (f["subband"], f["name"]))
+    text = json.dumps(ordered, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -95,3 +95,18 @@ def test_table_with_other_channels_is_refused(calibrated, tmp_path):
     with pytest.raises(ConversionError, match="do not match"):
         convert_group(files, tmp_path / "x.ms", opts.model_copy(update={"apply_tables": (bad,)}))
     assert not (tmp_path / "x.ms").exists()
+
+
+@pytest.mark.casa
+def test_changed_table_is_not_adopted(calibrated, tmp_path):
+    files, opts, _target, tabs, _work = calibrated
+    g = tmp_path / "copy.G"
+    shutil.copytree(tabs["G"], g)
+    apply = opts.model_copy(update={"apply_tables": (Path(tabs["B"]), g)})
+    out = tmp_path / "otf.ms"
+    convert_group(files, out, apply)
+    assert convert_group(files, out, apply).adopted
+    with tables.table(str(g), ack=False, readonly=False) as tb:
+        tb.putcol("CPARAM", tb.getcol("CPARAM") * 1.1)
+    redo = convert_group(files, out, apply)
+    assert not redo.adopted and "inputs-changed" in redo.quarantined.name

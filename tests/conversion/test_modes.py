@@ -52,6 +52,13 @@ def test_fields_mode_directions_match_astropy(small_group, small_ms, tmp_path):
         np.degrees(dirs), np.array(truth.groups[0].phase_centers_icrs_deg), atol=1e-8
     )
     np.testing.assert_allclose(_col(out, "TIME", "FIELD"), np.unique(_col(out, "TIME")))
+    # SOURCE and POINTING agree with FIELD (the dishes point at the meridian centres).
+    src = _col(out, "DIRECTION", "SOURCE")
+    np.testing.assert_allclose(src, dirs, atol=1e-12)
+    point = _col(out, "DIRECTION", "POINTING")[:, 0, :]
+    ptime = _col(out, "TIME", "POINTING")
+    k = np.searchsorted(np.unique(ptime), ptime)
+    np.testing.assert_allclose(point, dirs[k], atol=1e-12)
     # The MS keeps every integration's centre in both modes.
     centres = _col(small_ms[0], "RA_ICRS", "DSA_MERIDIAN_CENTRES")
     np.testing.assert_allclose(centres, dirs[:, 0], atol=1e-12)

@@ -60,6 +60,10 @@ def test_valid_existing_output_is_adopted_without_rewrite(small_group, tmp_path)
     out = tmp_path / "g.ms"
     first = convert_group(small_group[0], out, fast_options())
     data_files = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("table.f*")}
+    from dsa_stream.conversion import adopt_existing
+
+    assert adopt_existing(small_group[0], out, fast_options()).adopted
+    assert adopt_existing(small_group[0], out, fast_options(mode="fields")) is None
     again = convert_group(small_group[0], out, fast_options())
     assert again.adopted and again.quarantined is None
     assert again.n_rows == first.n_rows and again.meridian_centres == first.meridian_centres
