@@ -223,6 +223,59 @@ def _weights(
     return weight, sigma.astype(np.float32)
 
 
+@dataclass
+class _Blocks:
+    """Turns blocks of rows into the arrays of the main table (read, calibrate, average)."""
+
+    uv: object
+    reader: _BlockReader
+    applier: GainApplier | None
+    options: ConvertOptions
+    tsec: NDArray[np.float64]
+    present_out: NDArray[np.bool_]
+    out_width: float
+
+    def process(self, r0: int, r1: int, pool: ThreadPoolExecutor) -> dict[str, NDArray]:
+        uv = self.uv
+        a1, a2 = uv.ant_1_array[r0:r1], uv.ant_2_array[r0:r1]  # type: ignore[attr-defined]
+        tint = uv.integration_time[r0:r1]  # type: ignore[attr-defined]
+        data, flags, nsamp = self.reader.read(r0, r1, pool)
+        if self.applier is not None:
+            self.applier.apply(data, flags, a1, a2, self.tsec[r0:r1])
+        if self.options.flag_autocorrelations:
+            flags[a1 == a2] = True
+        data, flags, nsamp = average_channels(data, flags, nsamp, self.options.channel_average)
+        weight, sigma = _weights(nsamp, self.present_out, self.out_width, tint)
+        cols = {
+            "DATA": data,
+            "FLAG": flags,
+            "FLAG_ROW": flags.reshape(r1 - r0, -1).all(axis=1),
+            "WEIGHT": weight,
+            "SIGMA": sigma,
+        }
+        if self.options.weight_spectrum:
+            wsp = 2.0 * self.out_width * tint[:, None, None] * nsamp
+            cols["WEIGHT_SPECTRUM"] = wsp.astype(np.float32)
+        return cols
+
+
+def _check_average(group: GroupInputs, k: int) -> None:
+    if group.nchan_subband % k:
+        raise ConversionError(
+            f"channel_average {k} does not divide the {group.nchan_subband} channels per subband"
+        )
+
+
+def _finish_main(
+    ms: tables.table, plan: PhasingPlan, options: ConvertOptions, group: GroupInputs
+) -> None:
+    ms.putcolkeyword("DATA", "QuantumUnits", "Jy")
+    ms.putkeyword("pyuvdata_flip_conj", True)
+    ms.putkeyword(MODE_KEYWORD, options.mode)
+    ms.putkeyword(DEC_KEYWORD, float(plan.dec0_rad))
+    ms.putkeyword(MISSING_KEYWORD, ",".join(str(s) for s in group.missing) or "none")
+
+
 def write_main(
     path: Path,
     group: GroupInputs,
@@ -237,12 +290,8 @@ def write_main(
     uv = plan.uv
     pol_order = np.asarray(determine_pol_order(uv.polarization_array, order="CASA"))
     nrow, nfull, npol = uv.Nblts, uv.Nfreqs, pol_order.size
-    nbl = nrow // uv.Ntimes
     k = options.channel_average
-    if group.nchan_subband % k:
-        raise ConversionError(
-            f"channel_average {k} does not divide the {group.nchan_subband} channels per subband"
-        )
+    _check_average(group, k)
     out_freqs, out_width = average_frequencies(uv.freq_array, group.channel_width_hz, k)
     ms = ms_utils.init_ms_file(str(path))
     t_read = t_write = 0.0
@@ -251,56 +300,30 @@ def write_main(
             ms.removecols(["WEIGHT_SPECTRUM"])
         ms.addrows(nrow)
         tsec = _row_metadata(ms, plan)
-        step = _rows_per_block(options, nbl, nrow, nfull, npol)
+        step = _rows_per_block(options, nrow // uv.Ntimes, nrow, nfull, npol)
         reader = _BlockReader(group, plan, pol_order, step)
         present = np.zeros(nfull, dtype=bool)
         for p in reader.places:
             present[p.start : p.start + p.header.nfreqs] = True
-        present_out = present.reshape(-1, k).any(axis=1)
-        autos = uv.ant_1_array == uv.ant_2_array
+        blocks = _Blocks(
+            uv, reader, applier, options, tsec, present.reshape(-1, k).any(axis=1), out_width
+        )
         try:
             with ThreadPoolExecutor(options.read_threads) as pool:
                 for r0 in range(0, nrow, step):
                     r1 = min(nrow, r0 + step)
                     t0 = time.perf_counter()
-                    data, flags, nsamp = reader.read(r0, r1, pool)
-                    if applier is not None:
-                        applier.apply(
-                            data, flags, uv.ant_1_array[r0:r1], uv.ant_2_array[r0:r1], tsec[r0:r1]
-                        )
-                    if options.flag_autocorrelations:
-                        flags[autos[r0:r1]] = True
-                    data, flags, nsamp = average_channels(data, flags, nsamp, k)
-                    weight, sigma = _weights(
-                        nsamp, present_out, out_width, uv.integration_time[r0:r1]
-                    )
+                    cols = blocks.process(r0, r1, pool)
                     t1 = time.perf_counter()
-                    ms.putcol("DATA", data, startrow=r0, nrow=r1 - r0)
-                    ms.putcol("FLAG", flags, startrow=r0, nrow=r1 - r0)
-                    ms.putcol(
-                        "FLAG_ROW",
-                        flags.reshape(r1 - r0, -1).all(axis=1),
-                        startrow=r0,
-                        nrow=r1 - r0,
-                    )
-                    ms.putcol("WEIGHT", weight, startrow=r0, nrow=r1 - r0)
-                    ms.putcol("SIGMA", sigma, startrow=r0, nrow=r1 - r0)
-                    if options.weight_spectrum:
-                        wsp = 2.0 * out_width * uv.integration_time[r0:r1, None, None] * nsamp
-                        ms.putcol(
-                            "WEIGHT_SPECTRUM", wsp.astype(np.float32), startrow=r0, nrow=r1 - r0
-                        )
+                    for name, values in cols.items():
+                        ms.putcol(name, values, startrow=r0, nrow=r1 - r0)
                     t_read += t1 - t0
                     t_write += time.perf_counter() - t1
                     if progress is not None:
                         progress(r1, nrow)
         finally:
             reader.close()
-        ms.putcolkeyword("DATA", "QuantumUnits", "Jy")
-        ms.putkeyword("pyuvdata_flip_conj", True)
-        ms.putkeyword(MODE_KEYWORD, options.mode)
-        ms.putkeyword(DEC_KEYWORD, float(plan.dec0_rad))
-        ms.putkeyword(MISSING_KEYWORD, ",".join(str(s) for s in group.missing) or "none")
+        _finish_main(ms, plan, options, group)
     finally:
         ms.close()
     # The subtables describe the written (possibly averaged) band.
