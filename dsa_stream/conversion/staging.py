@@ -112,7 +112,7 @@ def publish(staging: Path, out: Path) -> None:
 
 def quarantine(out: Path, reason: str) -> Path:
     """Move an unusable destination aside; return its new name."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")  # bookkeeping: when set aside
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in reason)[:40] or "unknown"
     target = out.with_name(f"{out.name}.quarantine-{slug}-{stamp}")
     n = 1
