@@ -87,5 +87,9 @@ class ToolTimeoutError(ToolError):
     """An external tool ran past its time limit and was killed."""
 
 
+class ToolCancelledError(ToolError):
+    """An external tool was killed on request (lost lease, cancel, shutdown)."""
+
+
 class ShutdownRequested(BaseException):  # noqa: N818 - control flow, not an error
     """Raised inside the worker when a shutdown signal arrives."""

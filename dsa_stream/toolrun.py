@@ -38,7 +38,12 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dsa_stream.exceptions import DsaStreamError, ToolError, ToolTimeoutError
+from dsa_stream.exceptions import (
+    DsaStreamError,
+    ToolCancelledError,
+    ToolError,
+    ToolTimeoutError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,13 +109,40 @@ def _kill_group(proc: subprocess.Popen[str], grace_s: float) -> None:
         proc.wait(timeout=grace_s)
 
 
+def _wait(proc: subprocess.Popen[str], timeout_s: float, cancel: threading.Event | None) -> str:
+    """Wait for the child: "done", "timeout" or "cancelled"."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        try:
+            proc.wait(timeout=remaining if cancel is None else min(remaining, 0.2))
+            return "done"
+        except subprocess.TimeoutExpired:
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+
+
 def run_tool(
-    cmd: ToolCommand, *, check: bool = True, kill_grace_s: float = KILL_GRACE_S
+    cmd: ToolCommand,
+    *,
+    check: bool = True,
+    kill_grace_s: float = KILL_GRACE_S,
+    cancel: threading.Event | None = None,
 ) -> ToolResult:
     """Run ``cmd`` with its timeout; raise on timeout (always) or failure (if ``check``).
 
+    Args:
+        cmd: The command.
+        check: Raise :class:`ToolError` on a non-zero exit status.
+        kill_grace_s: Seconds between SIGTERM and SIGKILL when stopping the tool.
+        cancel: When set (a lost lease, a cancel request, an abort), the tool's
+            process group is killed within ~0.2 s.
+
     Raises:
         ToolTimeoutError: the tool ran past ``cmd.timeout_s`` and was killed.
+        ToolCancelledError: ``cancel`` was set and the tool was killed.
         ToolError: the tool could not start, or exited non-zero with ``check``.
     """
     name = cmd.name()
@@ -144,16 +176,14 @@ def run_tool(
     assert proc.stdout is not None
     pump = threading.Thread(target=_pump, args=(proc.stdout, sink, tail, name), daemon=True)
     pump.start()
-    timed_out = False
+    outcome = "done"
     try:
-        proc.wait(timeout=cmd.timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        outcome = _wait(proc, cmd.timeout_s, cancel)
     except BaseException:
         _kill_group(proc, kill_grace_s)  # an abort (e.g. second SIGINT) kills the tool too
         raise
     finally:
-        if timed_out:
+        if outcome != "done":
             _kill_group(proc, kill_grace_s)
         else:
             # The leader is gone; make sure nothing it spawned survives it.
@@ -165,7 +195,9 @@ def run_tool(
             sink.close()
     duration = time.monotonic() - start
     text_tail = "\n".join(tail)
-    if timed_out:
+    if outcome == "cancelled":
+        raise ToolCancelledError(f"{name} was stopped on request; last output:\n{text_tail}")
+    if outcome == "timeout":
         raise ToolTimeoutError(
             f"{name} timed out after {cmd.timeout_s:.0f} s and was killed; "
             f"last output:\n{text_tail}"
@@ -198,6 +230,7 @@ def call_in_subprocess(
     log_path: Path | None = None,
     env: Mapping[str, str] | None = None,
     label: str = "",
+    cancel: threading.Event | None = None,
 ) -> Any:
     """Call ``module:function(**payload)`` in a fresh Python process; return its JSON result.
 
@@ -217,7 +250,7 @@ def call_in_subprocess(
             env=dict(env or {}),
             label=label or target.rsplit(":", 1)[-1],
         )
-        run_tool(cmd, check=False)
+        run_tool(cmd, check=False, cancel=cancel)
         if not response.exists():
             raise ToolError(f"{cmd.name()}: the child process died without a result")
         doc = json.loads(response.read_text())

@@ -108,3 +108,21 @@ def test_call_in_subprocess_reraises_our_errors_and_wraps_others() -> None:
         call_in_subprocess(f"{__name__}:_fail_other", {}, timeout_s=60)
     with pytest.raises(ToolError, match="died without a result"):
         call_in_subprocess(f"{__name__}:_crash", {}, timeout_s=60)
+
+
+def test_cancel_event_kills_the_tool_quickly() -> None:
+    import threading
+
+    from dsa_stream.exceptions import ToolCancelledError
+
+    cancel = threading.Event()
+    timer = threading.Timer(0.5, cancel.set)
+    timer.start()
+    t0 = time.monotonic()
+    cmd = ToolCommand(argv=(sys.executable, "-c", "import time; time.sleep(600)"), timeout_s=300)
+    try:
+        with pytest.raises(ToolCancelledError, match="stopped on request"):
+            run_tool(cmd, cancel=cancel, kill_grace_s=2)
+    finally:
+        timer.join()
+    assert time.monotonic() - t0 < 10
