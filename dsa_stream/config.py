@@ -176,6 +176,41 @@ class GroupingConfig(Section):
         return self
 
 
+class WatcherConfig(Section):
+    """Finding subband files in ``paths.incoming``: events, reconcile scans, settle, validation.
+
+    Numbers of reliability §7.5. Group rules (subbands, timeout, policy) are in ``grouping``.
+    """
+
+    use_observer: bool = True
+    """Use filesystem events (watchdog) to find files fast; false relies on the scan alone."""
+    use_polling: bool = False
+    """Poll the directory instead of inotify (network filesystems: NFS, CIFS)."""
+    poll_interval_s: float = Field(1.0, gt=0)
+    """Interval of the polling observer."""
+    settle_s: float = Field(10.0, ge=0)
+    """A file is inspected once its size and mtime stayed unchanged this long
+    (>= 60 s on NFS, above the attribute cache's acregmax)."""
+    validation_grace_s: float = Field(600.0, ge=0)
+    """A file that is still invalid this long after its last change is rejected."""
+    retry_backoff_s: float = Field(5.0, gt=0)
+    """First delay before re-inspecting a file that may still be being written; doubles."""
+    retry_backoff_max_s: float = Field(60.0, gt=0)
+    """Longest delay between re-inspections."""
+    reconcile_interval_s: float = Field(180.0, gt=0)
+    """Period of the reconcile scan of the directory (the source of truth)."""
+    expire_interval_s: float = Field(60.0, gt=0)
+    """Period of the incomplete-group timeout pass."""
+    batch_size: int = Field(32, ge=1)
+    """Files inspected per loop iteration (bounded work between checks of the stop flag)."""
+    checksum: bool = True
+    """Record the xxh64 of every file (reads each file once more)."""
+    filename_tolerance_s: float = Field(60.0, ge=0)
+    """Largest allowed difference between a file name's time and the header's start."""
+    expected_integrations: int = Field(24, ge=1)
+    """Integrations a complete subband file holds."""
+
+
 class LoggingConfig(Section):
     """Logging of the command-line tools and the daemon."""
 
@@ -203,6 +238,7 @@ class Settings(BaseSettings):
     logging: LoggingConfig = LoggingConfig()
     worker: WorkerConfig = WorkerConfig()
     grouping: GroupingConfig = GroupingConfig()
+    watcher: WatcherConfig = WatcherConfig()
 
     @field_validator("version")
     @classmethod

@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Convert one group of subband files into a validated Measurement Set.",
     ),
     "db": ("dsa_stream.cli.db:db_group", "Registry database schema: upgrade, current."),
+    "ingest": (
+        "dsa_stream.cli.ingest:ingest_cmd",
+        "Register subband files from the incoming directory (watch, or --once).",
+    ),
     "registry": (
         "dsa_stream.cli.registry:registry_group",
         "Query the registry: groups, files, jobs, workers, products, stats.",

@@ -107,13 +107,57 @@ def groups_cmd(state: str | None, group_key: str | None, **window: Any) -> None:
     )
 
 
+#: ``registry files --state rejected``: files recorded as not usable (``rejected_files``).
+REJECTED = "rejected"
+
+
+def _show_rejected(all_versions: bool, limit: int) -> None:
+    with read_connection() as conn:
+        rows = queries.list_rejected_files(
+            conn, state=None if all_versions else REJECTED, limit=limit
+        )
+    _show(
+        rows,
+        "rejected files" + (" (every version)" if all_versions else ""),
+        {
+            "id": lambda r: r.id,
+            "path": lambda r: f"{r.root_id}:{r.rel_path}",
+            "size": lambda r: r.size,
+            "state": lambda r: r.state,
+            "rejected at": lambda r: _ts(r.rejected_at),
+            "kind": lambda r: "after grace" if r.retryable else "permanent",
+            "reason": lambda r: r.reason,
+            "resolution": lambda r: r.resolution,
+        },
+    )
+
+
 @registry_group.command("files")
-@click.option("--state", type=_choice(FileState))
+@click.option(
+    "--state",
+    type=click.Choice([*(v.value for v in FileState), REJECTED]),
+    help="File state; 'rejected': files on disk recorded as not usable, with the reason.",
+)
 @click.option("--group", "group_key", help="One group key.")
+@click.option(
+    "--all-versions",
+    is_flag=True,
+    help="With --state rejected: also resolved, superseded and removed rejections.",
+)
 @window_options
 @json_option
-def files_cmd(state: str | None, group_key: str | None, **window: Any) -> None:
-    """Input files, newest observation first."""
+def files_cmd(state: str | None, group_key: str | None, all_versions: bool, **window: Any) -> None:
+    """Input files, newest observation first (``--state rejected``: rejected files)."""
+    if state == REJECTED:
+        if group_key or window["since"] or window["until"]:
+            raise click.UsageError(
+                "rejected files have no group or observation time: "
+                "--group/--since/--until do not apply"
+            )
+        _show_rejected(all_versions, window["limit"])
+        return
+    if all_versions:
+        raise click.UsageError("--all-versions applies to --state rejected only")
     with read_connection() as conn:
         rows = queries.list_files(conn, state=state, group_key=group_key, **window)
     _show(
@@ -223,6 +267,7 @@ def _render_stats(stats: RegistryStats) -> None:
         ((name, ", ".join(f"{k}={v}" for k, v in sorted(c.items())) or "-") for name, c in counts),
     )
     click.echo(f"dead letter: {stats.dead_letter}")
+    click.echo(f"rejected input files: {stats.files_rejected}")
     emit_table(
         "stage durations (claim to success)",
         ("kind", "n", "p50 s", "p95 s"),

@@ -72,6 +72,7 @@ JOB_STATES = ("queued", "running", "succeeded", "dead", "cancelled")
 PRODUCT_STATES = ("committed", "publishing", "published", "registered", "superseded", "cleaned")
 WINDOW_STATES = ("open", "ready", "mosaicking", "done", "stale")
 CALIBRATION_STATUSES = ("candidate", "valid", "rejected", "superseded")
+REJECTION_STATES = ("rejected", "resolved", "superseded", "removed")
 
 
 class Base(DeclarativeBase):
@@ -169,6 +170,51 @@ class InputFile(Base):
     first_seen_at: Mapped[datetime]
     registered_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class RejectedFile(Base):
+    """A file in an input root that never became a valid subband file (migration 0002).
+
+    Such a file has no group and no observation time, so it cannot be an
+    ``input_files`` row; it is recorded here with the reason instead of being
+    skipped. One row per version ``(root_id, rel_path, size, mtime_ns)``; at most
+    one open (``rejected``) row per path. A later valid version of the path
+    resolves it (``resolved``, with the ``input_files`` row), a later invalid one
+    supersedes it, and deleting the file from disk closes it (``removed``).
+    """
+
+    __tablename__ = "rejected_files"
+    __table_args__ = (
+        CheckConstraint(_in("state", REJECTION_STATES), name="state"),
+        UniqueConstraint("root_id", "rel_path", "size", "mtime_ns"),
+        Index(
+            "uq_rejected_files_open_path",
+            "root_id",
+            "rel_path",
+            unique=True,
+            sqlite_where=text("state = 'rejected'"),
+            postgresql_where=text("state = 'rejected'"),
+        ),
+        Index(None, "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_id: Mapped[str] = mapped_column(String(64))
+    rel_path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    retryable: Mapped[bool] = mapped_column(Boolean)
+    """The last problem was of the kind that waiting can fix (rejected after the grace)."""
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    state: Mapped[str] = mapped_column(String(16))
+    resolution: Mapped[str | None] = mapped_column(Text)
+    resolved_file_id: Mapped[int | None] = mapped_column(ForeignKey("input_files.id"))
+    first_seen_at: Mapped[datetime]
+    rejected_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
 
 
 class MosaicWindow(Base):
@@ -355,6 +401,7 @@ class Calibration(Base):
 workers = cast(Table, Worker.__table__)
 groups = cast(Table, Group.__table__)
 input_files = cast(Table, InputFile.__table__)
+rejected_files = cast(Table, RejectedFile.__table__)
 mosaic_windows = cast(Table, MosaicWindow.__table__)
 jobs = cast(Table, Job.__table__)
 job_events = cast(Table, JobEventRow.__table__)

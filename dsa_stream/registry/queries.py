@@ -20,6 +20,7 @@ from dsa_stream.registry.models import (
     job_events,
     jobs,
     products,
+    rejected_files,
     workers,
 )
 from dsa_stream.registry.records import Record
@@ -59,6 +60,26 @@ class FileRow(Record):
     state: str
     reason: str | None
     registered_at: datetime
+
+
+class RejectedFileRow(Record):
+    """A file that never became a valid subband file (``rejected_files``)."""
+
+    id: int
+    root_id: str
+    rel_path: str
+    size: int
+    mtime_ns: int
+    checksum: str | None
+    reason: str
+    retryable: bool
+    attempts: int
+    state: str
+    resolution: str | None
+    resolved_file_id: int | None
+    first_seen_at: datetime
+    rejected_at: datetime
+    resolved_at: datetime | None
 
 
 class JobRow(Record):
@@ -203,6 +224,41 @@ def list_files(
         query = query.where(groups.c.group_key == group_key)
     query = _window(query, input_files.c.obs_time, since, until)
     return [FileRow.model_validate(dict(r._mapping)) for r in conn.execute(query)]
+
+
+def list_rejected_files(
+    conn: Connection,
+    *,
+    state: str | None = "rejected",
+    root_id: str | None = None,
+    rel_path: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[RejectedFileRow]:
+    """Rejected file versions, most recently rejected first.
+
+    ``state`` defaults to the open rejections (files on disk that are not valid);
+    None lists every version, including resolved, superseded and removed ones.
+    Rejected files have no observation time, so there is no ``since``/``until``.
+    """
+    cols = [rejected_files.c[n] for n in RejectedFileRow.model_fields]
+    query = (
+        select(*cols)
+        .order_by(rejected_files.c.rejected_at.desc(), rejected_files.c.id.desc())
+        .limit(limit)
+    )
+    if state:
+        query = query.where(rejected_files.c.state == state)
+    if root_id:
+        query = query.where(rejected_files.c.root_id == root_id)
+    if rel_path:
+        query = query.where(rejected_files.c.rel_path == rel_path)
+    return [RejectedFileRow.model_validate(dict(r._mapping)) for r in conn.execute(query)]
+
+
+def count_open_rejections(conn: Connection) -> int:
+    """Number of files on disk recorded as not valid (open rejections)."""
+    query = select(func.count()).where(rejected_files.c.state == "rejected")
+    return int(conn.execute(query).scalar_one())
 
 
 def _jobs_query(where: list[ColumnElement[bool]], limit: int) -> Select[Any]:

@@ -5,7 +5,8 @@ Health is ``ok``, ``degraded`` or ``failing``, with the reasons:
 * failing: running jobs past their lease by more than a reaper interval (is a
   reaper running?); claimable jobs and no active worker;
 * degraded: jobs in the dead letter; running jobs whose heartbeat is older than
-  3 heartbeat intervals; groups still collecting past the completeness timeout.
+  3 heartbeat intervals; groups still collecting past the completeness timeout;
+  input files on disk that were rejected (``registry files --state rejected``).
 
 Stage durations (p50/p95) come from the audit trail: the ``claimed`` event and
 the ``succeeded`` event of the same job and lease token.
@@ -22,7 +23,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, select
 
 from dsa_stream.config import GroupingConfig, WorkerConfig
 from dsa_stream.registry.models import groups, input_files, job_events, jobs, workers
-from dsa_stream.registry.queries import count_dead_letter
+from dsa_stream.registry.queries import count_dead_letter, count_open_rejections
 from dsa_stream.registry.records import Record
 from dsa_stream.registry.states import GroupState, JobEvent, JobState, WorkerState
 
@@ -69,6 +70,8 @@ class RegistryStats(Record):
     files_by_state: dict[str, int]
     workers_by_state: dict[str, int]
     dead_letter: int
+    files_rejected: int = 0
+    """Files on disk recorded as not valid subband files (open rejections)."""
     durations: tuple[StageDuration, ...]
     running: tuple[RunningJob, ...]
     health: Health
@@ -166,6 +169,7 @@ def _health(
     n_dead_letter: int,
     worker: WorkerConfig,
     grouping: GroupingConfig,
+    n_rejected: int = 0,
 ) -> Health:
     failing: list[str] = []
     degraded: list[str] = []
@@ -194,6 +198,11 @@ def _health(
     ).scalar_one()
     if stuck:
         degraded.append(f"{stuck} group(s) stuck collecting past the completeness timeout")
+    if n_rejected:
+        degraded.append(
+            f"{n_rejected} input file(s) rejected "
+            "(see `dsa-stream registry files --state rejected`)"
+        )
     if failing:
         return Health(status="failing", reasons=tuple(failing + degraded))
     if degraded:
@@ -219,6 +228,7 @@ def registry_stats(
         by_kind[kind][state] = int(n)
     running = running_jobs(conn, now)
     n_dead = count_dead_letter(conn)
+    n_rejected = count_open_rejections(conn)
     return RegistryStats(
         now=now,
         jobs_by_state=_counts(conn, jobs.c.state),
@@ -227,7 +237,8 @@ def registry_stats(
         files_by_state=_counts(conn, input_files.c.state),
         workers_by_state=_counts(conn, workers.c.state),
         dead_letter=n_dead,
+        files_rejected=n_rejected,
         durations=stage_durations(conn, sample),
         running=running,
-        health=_health(conn, now, running, n_dead, worker, grouping),
+        health=_health(conn, now, running, n_dead, worker, grouping, n_rejected),
     )
