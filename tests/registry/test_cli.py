@@ -20,6 +20,7 @@ from dsa_stream.registry import (
     JobSpec,
     JobStore,
     ProductSpec,
+    head_revision,
     make_engine,
     register_file,
 )
@@ -53,11 +54,12 @@ def test_db_upgrade_and_current_on_a_fresh_sqlite_site(tmp_path: Path) -> None:
     assert doc["current"] is None and doc["up_to_date"] is False
     assert not (tmp_path / "db" / "registry.sqlite3").exists()  # looking creates nothing
     res = run("--config", cfg, "db", "upgrade")
-    assert res.exit_code == 0 and "(empty) -> 0001" in res.stdout
+    head = head_revision()
+    assert res.exit_code == 0 and f"(empty) -> {head}" in res.stdout
     res = run("--config", cfg, "--json", "db", "upgrade")
-    assert json.loads(res.stdout)["from"] == "0001"
+    assert json.loads(res.stdout)["from"] == head
     res = run("--config", cfg, "db", "current")
-    assert "0001" in res.stdout and "up to date" in res.stdout
+    assert head in res.stdout and "up to date" in res.stdout
 
 
 @pytest.mark.postgres
@@ -67,7 +69,7 @@ def test_db_upgrade_on_postgres(tmp_path: Path, pg_url: str) -> None:
     res = run("--config", cfg, "db", "upgrade", "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert doc["to"] == "0001" and doc["url"].startswith("postgresql+psycopg://")
+    assert doc["to"] == head_revision() and doc["url"].startswith("postgresql+psycopg://")
 
 
 def test_init_runs_the_migrations(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, column, insert, select, table, text, update
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
+import dsa_stream.registry
 from dsa_stream.config import RegistryConfig
 from dsa_stream.exceptions import RegistryError
 from dsa_stream.registry import JobKind, JobSpec, JobStore, make_engine, models, states, upgrade
@@ -32,8 +33,12 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def test_upgrade_is_idempotent_and_at_head(engine: Engine) -> None:
     status = schema_status(engine)
-    assert status.up_to_date and status.current == head_revision() == "0001"
-    assert upgrade(engine) == "0001"
+    head = head_revision()
+    versions = Path(dsa_stream.registry.__file__).parent / "migrations" / "versions"
+    newest = max(p.name.split("_")[0] for p in versions.glob("[0-9][0-9][0-9][0-9]_*.py"))
+    assert head == newest  # one linear history, numbered in order
+    assert status.up_to_date and status.current == head
+    assert upgrade(engine) == head
     require_current_schema(engine)
 
 
