@@ -102,6 +102,79 @@ class RegistryConfig(Section):
     """PostgreSQL idle_in_transaction_session_timeout."""
 
 
+class CalibrationQaConfig(Section):
+    """When a solved table set passes QA (reference-pipelines §4.2); failed sets are not applied."""
+
+    max_bandpass_flagged: float = Field(0.2, ge=0, le=1)
+    """Largest flagged fraction of the bandpass solutions (above 20% is 'critical')."""
+    warn_bandpass_flagged: float = Field(0.05, ge=0, le=1)
+    """Flagged bandpass fraction above which a warning is recorded."""
+    max_gain_flagged: float = Field(0.3, ge=0, le=1)
+    """Largest flagged fraction of the gain solutions."""
+    min_snr: float = Field(3.0, ge=0)
+    """Smallest median SNR of the bandpass and of the gains."""
+    warn_snr: float = Field(10.0, ge=0)
+    """Median SNR below which a warning is recorded."""
+    min_antennas: int = Field(10, ge=1)
+    """Fewest antennas with bandpass and gain solutions."""
+    outlier_mad: float = Field(5.0, gt=0)
+    """Gain amplitudes this many robust sigmas from the array median are outliers."""
+    max_outlier_fraction: float = Field(0.2, ge=0, le=1)
+    """Largest fraction of outlier antennas."""
+    max_phase_noise_deg: float = Field(20.0, gt=0)
+    """Largest median channel-to-channel bandpass phase noise (deg)."""
+
+
+class CalibrateConfig(Section):
+    """Calibration: transits, solve, QA, validity windows, selection and application.
+
+    Mapped onto the stage options of :mod:`dsa_stream.calibration.options` by
+    :mod:`dsa_stream.pipeline.calibration`; docs/calibration.md explains every default.
+    """
+
+    min_apparent_flux_jy: float = Field(2.0, ge=0)
+    """A calibrator group needs a catalogue source with flux x peak beam response above this."""
+    min_beam_response: float = Field(0.3, ge=0, le=1)
+    """... and a peak beam response above this, with its transit inside the group."""
+    calibrators: tuple[str, ...] = ()
+    """Restrict calibrators to these catalogue names (empty: the whole catalogue)."""
+    flagger: Literal["auto", "aoflagger", "casa", "mad", "none"] = "auto"
+    """auto: AOFlagger when installed, else the numpy MAD clip; casa: tfcrop + rflag."""
+    mad_threshold: float = Field(7.0, gt=0)
+    """MAD clip threshold (robust sigmas)."""
+    refant: tuple[str, ...] = ()
+    """Reference antennas by name, preferred first (empty: least flagged, central)."""
+    prebandpass_solint: str = "60s"
+    """Solution interval of the phase-only solve used during the bandpass solve."""
+    bandpass_minsnr: float = Field(5.0, ge=0)
+    """Minimum SNR of a bandpass solution."""
+    bandpass_fillgaps: int = Field(3, ge=0)
+    """Flagged bandpass channels interpolated over."""
+    gain_solint: str = "inf"
+    """Solution interval of the amplitude + phase gains (inf: one per group)."""
+    gain_minsnr: float = Field(3.0, ge=0)
+    """Minimum SNR of a gain solution."""
+    uvrange: str = ""
+    """CASA uvrange of the solves (empty: all baselines)."""
+    channel_average: int = Field(1, ge=1)
+    """Channels averaged in the calibrator MS (targets must be averaged the same way)."""
+    bandpass_validity_hours: float = Field(12.0, gt=0, le=72)
+    """Bandpass tables are valid this long before and after the calibrator transit."""
+    gain_validity_hours: float = Field(12.0, gt=0, le=72)
+    """Gain tables are valid this long before and after the calibrator transit."""
+    dec_tolerance_deg: float = Field(1.0, gt=0)
+    """A target group uses tables solved within this Dec of its own pointing."""
+    no_calibration_policy: Literal["wait", "image-uncalibrated"] = "wait"
+    """No valid tables: wait (stage awaiting_calibration) or image uncalibrated (flagged)."""
+    plots: bool = True
+    """Write bandpass and gain PNGs next to the tables."""
+    solve_timeout_s: float = Field(1800.0, gt=0)
+    """Time limit of each CASA child process of a solve."""
+    apply_timeout_s: float = Field(1200.0, gt=0)
+    """Time limit of the applycal child process."""
+    qa: CalibrationQaConfig = CalibrationQaConfig()
+
+
 #: Hard wall-clock budget of one attempt, per job kind (initial guesses until the
 #: p99 of each stage is measured; then set to >= 3 x p99). Reliability §7.5.
 DEFAULT_STAGE_TIMEOUTS_S: dict[str, int] = {
@@ -237,6 +310,7 @@ class Settings(BaseSettings):
     registry: RegistryConfig = RegistryConfig()
     logging: LoggingConfig = LoggingConfig()
     worker: WorkerConfig = WorkerConfig()
+    calibrate: CalibrateConfig = CalibrateConfig()
     grouping: GroupingConfig = GroupingConfig()
     watcher: WatcherConfig = WatcherConfig()
 

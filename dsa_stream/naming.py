@@ -110,3 +110,79 @@ NIGHT_TRUTH_FILENAME = "truth.json"
 SITE_CONFIG_FILENAME = "dsa-stream.yaml"
 #: Name of the embedded SQLite registry inside a site.
 SITE_REGISTRY_FILENAME = "registry.sqlite3"
+
+
+# -- calibration table sets -------------------------------------------------------------
+
+#: Suffix of each table of a calibration set: ``<set>.G0`` (pre-bandpass phases, used
+#: only during the bandpass solve), ``<set>.B`` (bandpass), ``<set>.G`` (gains).
+CALTABLE_SUFFIXES = {"prebandpass": "G0", "bandpass": "B", "gain": "G"}
+#: Plots of a set: ``<set>_<kind>.png``.
+CALPLOT_KINDS = ("bandpass_amp", "bandpass_phase", "gains")
+_CALIBRATOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+\-]*$")
+_CALSET_RE = re.compile(rf"^(?P<ts>{_TS})_(?P<cal>[A-Za-z0-9][A-Za-z0-9.+\-]*)$")
+
+
+class CalSetName(NamedTuple):
+    """Components of a calibration set name ``<group key>_<calibrator>``.
+
+    The group key is the observation start of the calibrator group (from the data).
+    """
+
+    group_key: str
+    calibrator: str
+
+
+def format_calset_name(name: CalSetName) -> str:
+    """Return ``YYYY-MM-DDTHH:MM:SS_<calibrator>`` (e.g. ``2025-10-02T12:49:11_3C147``)."""
+    parse_group_key(name.group_key)
+    if not _CALIBRATOR_RE.match(name.calibrator):
+        raise NamingError(f"calibrator name not usable in file names: {name.calibrator!r}")
+    return f"{name.group_key}_{name.calibrator}"
+
+
+def parse_calset_name(text: str) -> CalSetName:
+    """Inverse of :func:`format_calset_name`."""
+    m = _CALSET_RE.match(text)
+    if m is None:
+        raise NamingError(f"not a calibration set name: {text!r}")
+    return CalSetName(m["ts"], m["cal"])
+
+
+def caltable_filename(set_name: str, table: str) -> str:
+    """``<set>.B`` / ``<set>.G`` / ``<set>.G0`` for table kind bandpass / gain / prebandpass."""
+    parse_calset_name(set_name)
+    if table not in CALTABLE_SUFFIXES:
+        raise NamingError(f"unknown calibration table kind {table!r}")
+    return f"{set_name}.{CALTABLE_SUFFIXES[table]}"
+
+
+def parse_caltable_filename(filename: str) -> tuple[CalSetName, str]:
+    """The set name and table kind of a calibration table name."""
+    stem, _, suffix = filename.rpartition(".")
+    kinds = {v: k for k, v in CALTABLE_SUFFIXES.items()}
+    if suffix not in kinds:
+        raise NamingError(f"not a calibration table name: {filename!r}")
+    return parse_calset_name(stem), kinds[suffix]
+
+
+def calset_ms_filename(set_name: str) -> str:
+    """The calibrator MS of a set (phased to the calibrator): ``<set>.ms``."""
+    parse_calset_name(set_name)
+    return f"{set_name}.ms"
+
+
+def calplot_filename(set_name: str, kind: str) -> str:
+    """A plot of a set: ``<set>_<kind>.png``, kind in :data:`CALPLOT_KINDS`."""
+    parse_calset_name(set_name)
+    if kind not in CALPLOT_KINDS:
+        raise NamingError(f"unknown calibration plot kind {kind!r}")
+    return f"{set_name}_{kind}.png"
+
+
+#: The result record of a solved set, next to its tables.
+CALSET_RECORD_FILENAME = "calibration.json"
+#: Provenance of the calibration applied to an MS, inside the MS directory.
+MS_CALIBRATION_RECORD = "DSA_STREAM_CALIBRATION.json"
+#: Directory of calibration sets under ``paths.products``.
+CALTABLES_DIRNAME = "caltables"

@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dsa_stream.cli.convert:convert_cmd",
         "Convert one group of subband files into a validated Measurement Set.",
     ),
+    "calibrate": (
+        "dsa_stream.cli.calibrate:calibrate_group",
+        "Calibrator transits, bandpass + gain solves and their application.",
+    ),
     "db": ("dsa_stream.cli.db:db_group", "Registry database schema: upgrade, current."),
     "ingest": (
         "dsa_stream.cli.ingest:ingest_cmd",

@@ -250,6 +250,51 @@ def products_cmd(kind: str | None, state: str | None, group_key: str | None, **w
     )
 
 
+@registry_group.command("caltables")
+@click.option(
+    "--status",
+    type=click.Choice(["candidate", "valid", "rejected", "superseded"]),
+    help="Only tables with this status (valid: may be applied; rejected: failed QA).",
+)
+@window_options
+@json_option
+def caltables_cmd(status: str | None, **window: Any) -> None:
+    """Calibration table sets, latest transit first (--since/--until: validity overlap)."""
+    from dsa_stream.pipeline.calibration import Roots, list_sets
+
+    settings = get_ctx().settings()
+    with read_connection() as conn:
+        sets = list_sets(conn, Roots.of(settings), status=status, **window)
+
+    def window_of(cand: Any, kind: str) -> str:
+        table = cand.table(kind)
+        if table is None:
+            return "-"
+        w = table.window
+        return f"{_ts(w.valid_from)} .. {_ts(w.valid_to)}"
+
+    def render(_data: Any) -> None:
+        emit_table(
+            "calibration table sets",
+            ("set", "v", "calibrator", "transit", "Dec", "status", "bandpass valid", "gain valid"),
+            (
+                (
+                    c.set_name,
+                    c.version,
+                    c.calibrator,
+                    _ts(c.transit),
+                    f"{c.dec_deg:.3f}",
+                    ",".join(sorted({t.status for t in c.tables})),
+                    window_of(c, "bandpass"),
+                    window_of(c, "gain"),
+                )
+                for c in sets
+            ),
+        )
+
+    emit([c.model_dump(mode="json") for c in sets], render)
+
+
 def _render_stats(stats: RegistryStats) -> None:
     health = stats.health
     click.echo(f"health: {health.status}")
