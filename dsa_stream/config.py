@@ -41,6 +41,7 @@ from pydantic_settings import (
 
 from dsa_stream import naming
 from dsa_stream.exceptions import ConfigError
+from dsa_stream.mosaic.options import MosaicOptions
 
 #: The configuration format this code reads. Bump on incompatible changes.
 CONFIG_FORMAT_VERSION = 1
@@ -313,6 +314,8 @@ class Settings(BaseSettings):
     calibrate: CalibrateConfig = CalibrateConfig()
     grouping: GroupingConfig = GroupingConfig()
     watcher: WatcherConfig = WatcherConfig()
+    mosaic: MosaicOptions = MosaicOptions()
+    """Mosaic windows, coadd and QA (``dsa_stream.mosaic.options``)."""
 
     @field_validator("version")
     @classmethod

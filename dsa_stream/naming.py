@@ -186,3 +186,67 @@ CALSET_RECORD_FILENAME = "calibration.json"
 MS_CALIBRATION_RECORD = "DSA_STREAM_CALIBRATION.json"
 #: Directory of calibration sets under ``paths.products``.
 CALTABLES_DIRNAME = "caltables"
+
+
+# -- mosaics -----------------------------------------------------------------------------
+
+_MOSAIC_RE = re.compile(rf"^mosaic_(?P<key>{_TS})_v(?P<version>[1-9]\d*)$")
+#: Files of a mosaic: ``<stem>.fits`` (Jy/beam), ``<stem>_noise.fits`` (expected noise,
+#: Jy/beam), ``<stem>.png`` (preview), ``<stem>_qa.json`` (the stage result).
+MOSAIC_FILE_SUFFIXES = {
+    "image": ".fits",
+    "noise": "_noise.fits",
+    "preview": ".png",
+    "qa": "_qa.json",
+}
+#: Directory of mosaics under ``paths.products``.
+MOSAICS_DIRNAME = "mosaics"
+
+
+class MosaicName(NamedTuple):
+    """Components of a mosaic name ``mosaic_<window key>_v<version>``.
+
+    The window key is the group key of the window's first member when the window was
+    first planned (an observation start from the data); it never changes, while the
+    version grows when a late member or a new member image makes the window rebuild.
+    """
+
+    window_key: str
+    version: int
+
+
+def mosaic_window_key(first_group_key: str) -> str:
+    """Key of the mosaic window whose first member is this group: the group key itself."""
+    parse_group_key(first_group_key)
+    return first_group_key
+
+
+def format_mosaic_stem(name: MosaicName) -> str:
+    """Return ``mosaic_YYYY-MM-DDTHH:MM:SS_v<version>`` (version >= 1)."""
+    parse_group_key(name.window_key)
+    if name.version < 1:
+        raise NamingError(f"mosaic version must be >= 1, got {name.version}")
+    return f"mosaic_{name.window_key}_v{name.version}"
+
+
+def parse_mosaic_stem(text: str) -> MosaicName:
+    """Inverse of :func:`format_mosaic_stem`."""
+    m = _MOSAIC_RE.match(text)
+    if m is None:
+        raise NamingError(f"not a mosaic name: {text!r}")
+    return MosaicName(m["key"], int(m["version"]))
+
+
+def mosaic_filename(name: MosaicName, kind: str) -> str:
+    """A file of a mosaic: kind in :data:`MOSAIC_FILE_SUFFIXES` (image, noise, preview, qa)."""
+    if kind not in MOSAIC_FILE_SUFFIXES:
+        raise NamingError(f"unknown mosaic file kind {kind!r}")
+    return format_mosaic_stem(name) + MOSAIC_FILE_SUFFIXES[kind]
+
+
+def parse_mosaic_filename(filename: str) -> tuple[MosaicName, str]:
+    """The mosaic name and file kind of a mosaic file name."""
+    for kind, suffix in sorted(MOSAIC_FILE_SUFFIXES.items(), key=lambda kv: -len(kv[1])):
+        if filename.endswith(suffix):
+            return parse_mosaic_stem(filename[: -len(suffix)]), kind
+    raise NamingError(f"not a mosaic file name: {filename!r}")

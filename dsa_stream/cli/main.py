@@ -55,6 +55,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dsa_stream.cli.jobs:jobs_group",
         "Operate on jobs: retry, cancel, show, dead-letter.",
     ),
+    "mosaic": (
+        "dsa_stream.cli.mosaic:mosaic_group",
+        "Plan mosaic windows; build a primary-beam-weighted mosaic from images.",
+    ),
 }
 
 #: Exit codes shared by every command.
