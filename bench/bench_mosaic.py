@@ -19,7 +19,7 @@ into ``docs/benchmarks.md`` under ``## Mosaic`` (only that section is replaced).
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/bench_mosaic.py [--keep] [--no-docs] [--npix 2048]
+    .venv/bin/python bench/bench_mosaic.py [--keep] [--no-docs] [--npix 2048] [--cell-arcsec 6]
 """
 
 from __future__ import annotations
@@ -124,11 +124,11 @@ def _timed(script: str, payload: list[object]) -> dict[str, object]:
     return {"wall_s": h * 3600 + m * 60 + s, "rss_mib": int(rss.group(1)) / 1024.0, **result}
 
 
-def make_tiles(work: Path, npix: int) -> tuple[list, list]:
+def make_tiles(work: Path, npix: int, cell: float) -> tuple[list, list]:
     from tests.mosaic.synth import strip_sources, strip_specs, write_tile
 
     specs = strip_specs(
-        30.0, 16.0, 10, npix, cell_arcsec=6.0, rms_jy=5e-3, bmaj_arcsec=18.0, bmin_arcsec=15.0
+        30.0, 16.0, 10, npix, cell_arcsec=cell, rms_jy=5e-3, bmaj_arcsec=18.0, bmin_arcsec=15.0
     )
     sources = strip_sources(specs)
     tiles = []
@@ -165,9 +165,9 @@ def reproject_inputs(work: Path, tiles: list) -> tuple[list[str], list[str], str
     return inputs, weights, grid.wcs.to_header().tostring(), list(grid.shape)
 
 
-def run(work: Path, npix: int) -> dict[str, dict[str, object]]:
+def run(work: Path, npix: int, cell: float) -> dict[str, dict[str, object]]:
     print("writing tiles ...", flush=True)
-    tiles, sources = make_tiles(work, npix)
+    tiles, sources = make_tiles(work, npix, cell)
     expected = [s.model_dump() for s in sources]
     rows = {}
     print("running ours ...", flush=True)
@@ -176,7 +176,7 @@ def run(work: Path, npix: int) -> dict[str, dict[str, object]]:
     print(rows["ours (build_mosaic, defaults)"], flush=True)
     print("preparing reproject inputs ...", flush=True)
     inputs, weights, header, shape = reproject_inputs(work, tiles)
-    fwhm_px = (18.0 * 15.0) ** 0.5 / 6.0
+    fwhm_px = (18.0 * 15.0) ** 0.5 / cell
     payload = [inputs, weights, header, shape, expected, str(work / "reproject.fits"), fwhm_px]
     print("running reproject_and_coadd ...", flush=True)
     rows["reproject_and_coadd (reproject_interp)"] = _timed(REPROJECT, payload)
@@ -191,14 +191,16 @@ def _load() -> str:
         return "unknown"
 
 
-def render(rows: dict[str, dict[str, object]], command: str, npix: int, load: str) -> str:
+def render(
+    rows: dict[str, dict[str, object]], command: str, npix: int, cell: float, load: str
+) -> str:
     ours = rows["ours (build_mosaic, defaults)"]
     ref = rows["reproject_and_coadd (reproject_interp)"]
     ny, nx = ours["shape"]  # type: ignore[misc]
     lines = [
         SECTION,
         "",
-        f"Ten full-size quick-look tiles ({npix} x {npix} pixels of 6 arcsec, 4D FITS as",
+        f"Ten full-size quick-look tiles ({npix} x {npix} pixels of {cell:g} arcsec, 4D FITS as",
         "imagers write them) of consecutive groups at Dec 16 (RA step 1.292 deg, the widest",
         f"strip on the sky) coadded onto one {nx} x {ny} SIN grid ({nx * ny / 1e6:.1f} Mpx).",
         'Each tile: 57 point sources restored with an 18" x 15" beam and attenuated by the',
@@ -253,17 +255,20 @@ def write_docs(section: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--npix", type=int, default=2048, help="tile size in pixels")
+    ap.add_argument("--cell-arcsec", type=float, default=6.0, help="tile pixel size (arcsec)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     args = ap.parse_args()
     load = _load()
     tmp = Path(tempfile.mkdtemp(prefix="bench-mosaic-"))
     try:
-        rows = run(tmp, args.npix)
-        command = ".venv/bin/python bench/bench_mosaic.py" + (
-            f" --npix {args.npix}" if args.npix != 2048 else ""
+        rows = run(tmp, args.npix, args.cell_arcsec)
+        command = (
+            ".venv/bin/python bench/bench_mosaic.py"
+            + (f" --npix {args.npix}" if args.npix != 2048 else "")
+            + (f" --cell-arcsec {args.cell_arcsec:g}" if args.cell_arcsec != 6.0 else "")
         )
-        section = render(rows, command, args.npix, load)
+        section = render(rows, command, args.npix, args.cell_arcsec, load)
         print(section)
         if not args.no_docs:
             write_docs(section)

@@ -122,11 +122,14 @@ def _prepare(use: TileUse, options: CoaddOptions) -> tuple[np.ndarray, np.ndarra
     if not use.rms_jy > 0:
         raise MosaicError(f"tile {use.tile.group_key}: rms {use.rms_jy} is not positive")
     use.weight = 1.0 / use.rms_jy**2
-    margin = (options.interpolation_order + 1) // 2  # support radius of the spline
-    valid = ndimage.binary_erosion(valid, iterations=margin, border_value=0)
     if not valid.all():
         image[~valid] = 0.0
         beam[~valid] = 0.0
+        # keep clear of invalid pixels by the spline's support radius plus the reach of
+        # the prefilter's response to the zeros (the image border needs no margin: the
+        # spline mirrors the data there)
+        margin = 2 * ((options.interpolation_order + 1) // 2) + 2
+        valid = ndimage.binary_erosion(valid, iterations=margin, border_value=1)
     if options.interpolation_order > 1:
         image = ndimage.spline_filter(image, order=options.interpolation_order, mode="mirror")
     return image, beam, valid

@@ -244,3 +244,25 @@ def test_single_tile_is_its_image_over_its_beam_resampled(order: int, tmp_path: 
         img, [y, x], order=order, mode="mirror"
     ) / ndimage.map_coordinates(pb, [y, x], order=1)
     assert np.allclose(coadd.mosaic[rows, cols], want, rtol=1e-3, atol=1e-6)
+
+
+def test_beam_with_nan_outside_a_cutoff(strip72wrap: Strip, tmp_path: Path) -> None:
+    """Imagers may blank the beam (and image) below a level: NaN never leaks in."""
+    tiles = []
+    for tile in strip72wrap.tiles:
+        with fits.open(tile.beam_path) as hdul:
+            pb = hdul[0].data.astype(np.float32)
+            header = hdul[0].header
+        pb[pb < np.percentile(pb, 30)] = np.nan  # blank the outer 30 %: a disc per tile
+        path = tmp_path / tile.beam_path.name
+        fits.writeto(path, pb, header)
+        tiles.append(tile.model_copy(update={"beam_path": path}))
+    opts = MosaicOptions(coadd=CoaddOptions(preview=False), qa=QAOptions(min_members=6))
+    res = build_mosaic(tiles, tmp_path / "m", opts, expected_sources=strip72wrap.sources)
+    mosaic = fits.getdata(res.mosaic_path)
+    assert np.isnan(mosaic).any() and not np.isinf(mosaic).any()
+    assert res.qa.n_sources_checked >= 8
+    found = [c for c in res.qa.sources if c.found]
+    assert len(found) == res.qa.n_sources_checked
+    assert all(abs(c.flux_ratio - 1) < 0.03 and c.offset_beams < 0.1 for c in found)
+    assert 0.9 < res.qa.noise_ratio < 1.1
