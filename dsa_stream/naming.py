@@ -188,6 +188,35 @@ MS_CALIBRATION_RECORD = "DSA_STREAM_CALIBRATION.json"
 CALTABLES_DIRNAME = "caltables"
 
 
+# -- per-job logs ------------------------------------------------------------------------
+
+_JOB_LOG_RE = re.compile(r"^job-(?P<job>\d+)-(?P<kind>[a-z_]+)-a(?P<attempt>\d+)\.log$")
+
+
+class JobLogName(NamedTuple):
+    """Components of a per-attempt job log ``job-<id>-<kind>-a<attempt>.log``."""
+
+    job_id: int
+    kind: str
+    attempt: int
+
+
+def job_log_filename(job_id: int, kind: str, attempt: int) -> str:
+    """Name of the log file of one job attempt (under ``<logs>/jobs/``)."""
+    name = f"job-{job_id}-{kind}-a{attempt}.log"
+    if _JOB_LOG_RE.match(name) is None:
+        raise NamingError(f"cannot name a log for job {job_id!r} kind {kind!r} attempt {attempt!r}")
+    return name
+
+
+def parse_job_log_filename(filename: str) -> JobLogName:
+    """Inverse of :func:`job_log_filename`."""
+    m = _JOB_LOG_RE.match(filename)
+    if m is None:
+        raise NamingError(f"not a job log name: {filename!r}")
+    return JobLogName(int(m["job"]), m["kind"], int(m["attempt"]))
+
+
 # -- mosaics -----------------------------------------------------------------------------
 
 _MOSAIC_RE = re.compile(rf"^mosaic_(?P<key>{_TS})_v(?P<version>[1-9]\d*)$")
