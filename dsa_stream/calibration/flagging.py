@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -107,59 +106,68 @@ def _fraction(flags: NDArray[np.bool_], rows: _Rows) -> float:
     return float(flags[rows.cross].mean()) if rows.cross.any() else 1.0
 
 
+def median_axis0(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Median over axis 0 ignoring NaNs (NaN where a column has no value).
+
+    A sort-based replacement for ``np.nanmedian(x, axis=0)``, which goes through
+    masked arrays for short axes and is ~6x slower on these shapes.
+    """
+    valid = ~np.isnan(x)
+    n = valid.sum(axis=0)
+    srt = np.sort(np.where(valid, x, np.inf), axis=0)
+    lo = np.take_along_axis(srt, np.maximum((n - 1) // 2, 0)[None], axis=0)[0]
+    hi = np.take_along_axis(srt, np.maximum(n // 2, 0)[None], axis=0)[0]
+    return np.where(n > 0, 0.5 * (lo + hi), np.nan).astype(x.dtype)
+
+
 def _mad_clip(
-    data: NDArray[np.complex64],
-    flags: NDArray[np.bool_],
-    model: NDArray[np.float64],
-    rows: _Rows,
-    threshold: float,
+    v: NDArray[np.complex64], flags: NDArray[np.bool_], rows: _Rows, threshold: float
 ) -> None:
-    """Flag time outliers of data / model per baseline, channel, correlation (in place)."""
-    v = (data / model[rows.tidx][:, :, None].astype(np.float32)).astype(np.complex64)
-    v[flags] = np.nan
+    """Flag time outliers of v = data / model per baseline, channel, correlation (in place)."""
     present = rows.grid >= 0
     cube = np.full((*rows.grid.shape, *v.shape[1:]), np.nan, dtype=np.complex64)
-    cube[present] = v[rows.grid[present]]
+    cube[present] = np.where(flags[rows.grid[present]], np.nan, v[rows.grid[present]])
     cube[:, ~rows.bl_cross] = np.nan
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices (flagged cells)
-        centre = np.nanmedian(cube.real, axis=0) + 1j * np.nanmedian(cube.imag, axis=0)
-        dev = np.abs(cube - centre[None])
-        sigma = MAD_TO_SIGMA * np.nanmedian(dev, axis=0)
+    with np.errstate(all="ignore"):
+        centre = median_axis0(cube.real) + 1j * median_axis0(cube.imag)
+        dev = np.abs(cube - centre[None]).astype(np.float32)
+        sigma = MAD_TO_SIGMA * median_axis0(dev)
         bad = dev > threshold * np.where(sigma > 0, sigma, np.inf)[None]
     flags[rows.grid[present]] |= bad[present]
 
 
-def _antenna_counts(
-    data: NDArray[np.complex64],
-    flags: NDArray[np.bool_],
-    model: NDArray[np.float64],
-    rows: _Rows,
-    acc: dict[int, list[float]],
-) -> None:
-    """Add each antenna's (flagged, total, median |data|/model) of one channel chunk."""
-    ratio = np.abs(data) / model[rows.tidx][:, :, None]
-    for ant in np.unique(np.concatenate([rows.a1[rows.cross], rows.a2[rows.cross]])):
-        sel = rows.cross & ((rows.a1 == ant) | (rows.a2 == ant))
-        f = flags[sel]
-        good = ratio[sel][~f]
-        entry = acc.setdefault(int(ant), [0.0, 0.0, []])  # type: ignore[list-item]
-        entry[0] += float(f.sum())
-        entry[1] += float(f.size)
-        if good.size:
-            entry[2].append(float(np.median(good)))  # type: ignore[attr-defined]
+class _AntennaStats:
+    """Flagged counts and |data| / model levels of each antenna, over channel chunks."""
 
+    def __init__(self, rows: _Rows) -> None:
+        ants = np.unique(np.concatenate([rows.a1[rows.cross], rows.a2[rows.cross]]))
+        self.rows = {int(a): rows.cross & ((rows.a1 == a) | (rows.a2 == a)) for a in ants}
+        self.flagged = dict.fromkeys(self.rows, 0.0)
+        self.total = dict.fromkeys(self.rows, 0.0)
+        self.levels: dict[int, list[float]] = {a: [] for a in self.rows}
 
-def _dead(acc: dict[int, list], opts: FlagOptions) -> list[int]:  # type: ignore[type-arg]
-    frac = {a: e[0] / max(e[1], 1.0) for a, e in acc.items()}
-    level = {a: float(np.median(e[2])) if e[2] else 0.0 for a, e in acc.items()}
-    live = [v for a, v in level.items() if frac[a] < opts.dead_antenna_flagged and v > 0]
-    ref = float(np.median(live)) if live else 0.0
-    return sorted(
-        a
-        for a in frac
-        if frac[a] > opts.dead_antenna_flagged or level[a] < opts.dead_antenna_amplitude * ref
-    )
+    def add(self, v: NDArray[np.complex64], flags: NDArray[np.bool_]) -> None:
+        nflag = flags.reshape(flags.shape[0], -1).sum(axis=1).astype(np.float64)
+        amp = np.where(flags, np.nan, np.abs(v)).reshape(flags.shape[0], -1)
+        row_level = median_axis0(amp.T.copy())  # (nrow,) median |data| / model of each row
+        for ant, sel in self.rows.items():
+            self.flagged[ant] += float(nflag[sel].sum())
+            self.total[ant] += float(sel.sum() * amp.shape[1])
+            level = row_level[sel]
+            level = level[np.isfinite(level)]
+            if level.size:
+                self.levels[ant].append(float(np.median(level)))
+
+    def dead(self, opts: FlagOptions) -> list[int]:
+        frac = {a: self.flagged[a] / max(self.total[a], 1.0) for a in self.rows}
+        level = {a: float(np.median(v)) if v else 0.0 for a, v in self.levels.items()}
+        live = [v for a, v in level.items() if frac[a] < opts.dead_antenna_flagged and v > 0]
+        ref = float(np.median(live)) if live else 0.0
+        return sorted(
+            a
+            for a in frac
+            if frac[a] > opts.dead_antenna_flagged or level[a] < opts.dead_antenna_amplitude * ref
+        )
 
 
 def _flag_chunk(
@@ -169,6 +177,7 @@ def _flag_chunk(
     model: NDArray[np.float64],
     opts: FlagOptions,
     mad_clip: bool,
+    stats: _AntennaStats,
 ) -> tuple[int, int, int]:
     """Zeros, autos and the MAD clip on channels [c0, c1); returns flagged counts."""
     c0, c1 = chans
@@ -180,8 +189,11 @@ def _flag_chunk(
     flags |= (data == 0) | ~np.isfinite(data)
     flags[~rows.cross] = True
     after_basic = int(flags[rows.cross].sum())
+    scale = model[:, c0:c1].astype(np.float32)[rows.tidx][:, :, None]
+    v = (data / scale).astype(np.complex64)
     if mad_clip:
-        _mad_clip(data, flags, model[:, c0:c1], rows, opts.mad_threshold)
+        _mad_clip(v, flags, rows, opts.mad_threshold)
+    stats.add(v, flags)
     ms.putcolslice("FLAG", flags, blc, trc, [], 0, n)  # type: ignore[attr-defined]
     return before, after_basic, int(flags[rows.cross].sum())
 
@@ -196,7 +208,7 @@ def numpy_flags(
 ) -> tuple[dict[str, float], list[int], dict[int, float], float]:
     """Zeros, autos, MAD clip and dead antennas on ``ms_path`` (flags written back).
 
-    The data are processed in chunks of channels (bounded memory at full size).
+    The data are read once, in chunks of channels (bounded memory at full size).
 
     Returns:
         (fraction after each step, dead antenna indices, per-antenna flagged fraction,
@@ -207,26 +219,23 @@ def numpy_flags(
     nchan = model.shape[1]
     with tables.table(str(ms_path), ack=False, readonly=False) as ms:
         rows = _Rows(ms, times_s)
+        stats = _AntennaStats(rows)
         total = float(rows.cross.sum() * nchan * ms.getcell("FLAG", 0).shape[1])
         counts = np.zeros(3)
         for c0 in range(0, nchan, _CHANNELS_PER_CHUNK):
             chans = (c0, min(nchan, c0 + _CHANNELS_PER_CHUNK))
-            counts += _flag_chunk(ms, rows, chans, model, opts, mad_clip)
+            counts += _flag_chunk(ms, rows, chans, model, opts, mad_clip, stats)
         steps = {"zeros+autos": counts[1] / total}
         if mad_clip:
             steps["mad"] = counts[2] / total
+        dead = stats.dead(opts)
         flags = np.asarray(ms.getcol("FLAG"))
-        acc: dict[int, list] = {}  # type: ignore[type-arg]
-        for c0 in range(0, nchan, _CHANNELS_PER_CHUNK):
-            c1 = min(nchan, c0 + _CHANNELS_PER_CHUNK)
-            data = np.asarray(ms.getcolslice("DATA", [c0, 0], [c1 - 1, -1], [], 0, rows.nrows))
-            _antenna_counts(data, flags[:, c0:c1], model[:, c0:c1], rows, acc)
-        dead = _dead(acc, opts)
         for ant in dead:
             flags[(rows.a1 == ant) | (rows.a2 == ant)] = True
-        ms.putcol("FLAG", flags)
+        if dead:
+            ms.putcol("FLAG", flags)
         steps["dead antennas"] = _fraction(flags, rows)
-        frac = {a: float(flags[rows.cross & ((rows.a1 == a) | (rows.a2 == a))].mean()) for a in acc}
+        frac = {a: float(flags[sel].mean()) for a, sel in stats.rows.items()}
     return steps, dead, frac, counts[0] / total
 
 

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 CENTRE_TOLERANCE_ARCSEC = 1.0
 #: Parallel-hand correlation codes (XX, YY, RR, LL): they carry the model.
 PARALLEL_HANDS = (-5, -8, 5, 8, 9, 12)
-_ROWS_PER_BLOCK = 200_000
+_ROWS_PER_BLOCK = 20_000
 
 
 class ModelSummary(BaseModel):

@@ -156,3 +156,15 @@ def test_qa_thresholds_decide_whether_a_set_may_be_applied(run: Run) -> None:
     assert not strict.passed
     assert any("median SNR" in p for p in strict.problems)
     assert any("antennas solved < 50" in p for p in strict.problems)
+
+
+@pytest.mark.casa
+def test_the_registry_knows_each_groups_files_and_ms(run: Run) -> None:
+    from dsa_stream.pipeline.calibration import Roots, group_id_of, group_inputs
+
+    with run.store.engine.connect() as conn:
+        for key in run.keys:
+            got = group_inputs(conn, Roots.of(run.settings), group_id_of(conn, key))
+            assert got.group_key == key and len(got.files) == 16
+            assert got.ms_path == run.ms[key] and got.ms_product_id is not None
+            assert all(f.exists() for f in got.files)
