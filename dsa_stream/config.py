@@ -41,6 +41,7 @@ from pydantic_settings import (
 
 from dsa_stream import naming
 from dsa_stream.exceptions import ConfigError
+from dsa_stream.imaging.options import ImagingOptions
 from dsa_stream.mosaic.options import MosaicOptions
 
 #: The configuration format this code reads. Bump on incompatible changes.
@@ -101,6 +102,20 @@ class RegistryConfig(Section):
     """PostgreSQL lock_timeout."""
     idle_in_transaction_timeout_s: float = Field(60.0, gt=0)
     """PostgreSQL idle_in_transaction_session_timeout."""
+
+
+class ConvertConfig(Section):
+    """How the pipeline converts a group to a Measurement Set (``dsa_stream.conversion``)."""
+
+    channel_average: int = Field(1, ge=1)
+    """Average this many adjacent channels while converting (must divide 48); 1 keeps
+    the native 244 kHz channels (no bandwidth smearing)."""
+    weight_spectrum: bool = False
+    """Write WEIGHT_SPECTRUM (DSA-110 nsamples are uniform; it costs 0.7 GB per group)."""
+    checksum_inputs: bool = True
+    """Record xxh3 checksums of the input files in the MS manifest."""
+    read_threads: int = Field(2, ge=1, le=16)
+    """Threads reading subband files."""
 
 
 class CalibrationQaConfig(Section):
@@ -309,11 +324,14 @@ class Settings(BaseSettings):
     """Configuration format version."""
     paths: PathsConfig = PathsConfig()
     registry: RegistryConfig = RegistryConfig()
+    convert: ConvertConfig = ConvertConfig()
     logging: LoggingConfig = LoggingConfig()
     worker: WorkerConfig = WorkerConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
     grouping: GroupingConfig = GroupingConfig()
     watcher: WatcherConfig = WatcherConfig()
+    image: ImagingOptions = ImagingOptions()
+    """Imaging backend, parameters, primary beam and QA (``dsa_stream.imaging.options``)."""
     mosaic: MosaicOptions = MosaicOptions()
     """Mosaic windows, coadd and QA (``dsa_stream.mosaic.options``)."""
 

@@ -188,6 +188,27 @@ MS_CALIBRATION_RECORD = "DSA_STREAM_CALIBRATION.json"
 CALTABLES_DIRNAME = "caltables"
 
 
+# -- measurement sets ---------------------------------------------------------------------
+
+
+def ms_filename(key: str) -> str:
+    """Name of a group's Measurement Set: ``<group key>.ms``.
+
+    The pattern is exact, so leftovers such as ``.phased.ms`` or ``.partial`` never match.
+    """
+    parse_group_key(key)
+    return f"{key}.ms"
+
+
+def parse_ms_filename(filename: str) -> str:
+    """The group key of a name made by :func:`ms_filename`."""
+    if not filename.endswith(".ms"):
+        raise NamingError(f"not a group MS name: {filename!r}")
+    key = filename[:-3]
+    parse_group_key(key)
+    return key
+
+
 # -- per-job logs ------------------------------------------------------------------------
 
 _JOB_LOG_RE = re.compile(r"^job-(?P<job>\d+)-(?P<kind>[a-z_]+)-a(?P<attempt>\d+)\.log$")
@@ -279,3 +300,56 @@ def parse_mosaic_filename(filename: str) -> tuple[MosaicName, str]:
         if filename.endswith(suffix):
             return parse_mosaic_stem(filename[: -len(suffix)]), kind
     raise NamingError(f"not a mosaic file name: {filename!r}")
+
+
+# -- images ------------------------------------------------------------------------------
+
+#: Imaging products of one image stem (a group key, or a name given on the command
+#: line): kind -> file-name suffix. Every FITS product shares one 2-D grid.
+IMAGE_PRODUCT_SUFFIXES: dict[str, str] = {
+    "image": ".image.fits",
+    "residual": ".residual.fits",
+    "pb": ".pb.fits",
+    "pbcor": ".pbcor.fits",
+    "preview": ".image.png",
+    "summary": ".image.json",
+    "log": ".imaging.log",
+}
+
+
+class ImageProductName(NamedTuple):
+    """Components of an imaging product name ``<stem><suffix of kind>``."""
+
+    stem: str
+    kind: str
+
+
+def format_image_product(name: ImageProductName) -> str:
+    """Return ``<stem>.image.fits``, ``<stem>.pb.fits``, ... for the product kind."""
+    if name.kind not in IMAGE_PRODUCT_SUFFIXES:
+        raise NamingError(f"unknown image product kind: {name.kind!r}")
+    if not name.stem or "/" in name.stem or name.stem.startswith("."):
+        raise NamingError(f"invalid image stem: {name.stem!r}")
+    return f"{name.stem}{IMAGE_PRODUCT_SUFFIXES[name.kind]}"
+
+
+def parse_image_product(filename: str) -> ImageProductName:
+    """Inverse of :func:`format_image_product` (a base name, not a path).
+
+    Raises:
+        NamingError: if the name has no imaging-product suffix or an empty stem.
+    """
+    # Longest suffix first: ".pbcor.fits" must not be read as stem "x.pbcor" of ".fits".
+    for kind, suffix in sorted(IMAGE_PRODUCT_SUFFIXES.items(), key=lambda kv: -len(kv[1])):
+        if filename.endswith(suffix) and len(filename) > len(suffix):
+            stem = filename[: -len(suffix)]
+            if stem.endswith((".image", ".residual", ".pb", ".pbcor")):
+                continue
+            return ImageProductName(stem, kind)
+    raise NamingError(f"not an imaging product name: {filename!r}")
+
+
+def image_stem(key: str) -> str:
+    """The product stem of a group's image: the group key itself."""
+    parse_group_key(key)
+    return key

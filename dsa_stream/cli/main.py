@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dsa_stream.cli.calibrate:calibrate_group",
         "Calibrator transits, bandpass + gain solves and their application.",
     ),
+    "image": (
+        "dsa_stream.cli.image:image_cmd",
+        "Image one Measurement Set: FITS image, primary beam, PB-corrected image, QA, PNG.",
+    ),
     "db": ("dsa_stream.cli.db:db_group", "Registry database schema: upgrade, current."),
     "ingest": (
         "dsa_stream.cli.ingest:ingest_cmd",
