@@ -118,6 +118,27 @@ class ConvertConfig(Section):
     """Threads reading subband files."""
 
 
+class ProductsConfig(Section):
+    """What is checked and published (``dsa_stream.pipeline``, ``dsa_stream.products``)."""
+
+    catalog: Path | None = None
+    """Sources image and mosaic QA compare against: a simulator ``truth.json``, a CSV
+    (``ra_deg,dec_deg,flux_jy[,name,ref_freq_hz,spectral_index]``) or a JSON list;
+    relative to ``paths.root``; null: no source checks (noise, beam and coverage only)."""
+    publish_kinds: list[Literal["image", "mosaic"]] = ["image", "mosaic"]
+    """Product kinds published from staging to ``paths.products`` (calibration tables
+    are written there directly; Measurement Sets stay in staging)."""
+    publish_requires_qa: bool = True
+    """Publish only products whose QA passed (a failed product stays in staging,
+    recorded with its QA figures)."""
+
+    def catalog_path(self, root: Path) -> Path | None:
+        """Absolute path of the catalogue (None when unset)."""
+        if self.catalog is None:
+            return None
+        return self.catalog if self.catalog.is_absolute() else root / self.catalog
+
+
 class CalibrationQaConfig(Section):
     """When a solved table set passes QA (reference-pipelines §4.2); failed sets are not applied."""
 
@@ -325,6 +346,7 @@ class Settings(BaseSettings):
     paths: PathsConfig = PathsConfig()
     registry: RegistryConfig = RegistryConfig()
     convert: ConvertConfig = ConvertConfig()
+    products: ProductsConfig = ProductsConfig()
     logging: LoggingConfig = LoggingConfig()
     worker: WorkerConfig = WorkerConfig()
     calibrate: CalibrateConfig = CalibrateConfig()

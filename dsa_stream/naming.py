@@ -353,3 +353,35 @@ def image_stem(key: str) -> str:
     """The product stem of a group's image: the group key itself."""
     parse_group_key(key)
     return key
+
+
+# -- product sets (pipeline staging and products directories) ------------------------------
+
+#: Directory of group images (one directory per image set) under staging and products.
+IMAGES_DIRNAME = "images"
+#: Directory of Measurement Sets under staging.
+MS_DIRNAME = "ms"
+_PARTIAL_RE = re.compile(r"^\.(?P<name>.+)\.(?P<token>[A-Za-z0-9_-]{1,64})\.partial$")
+
+
+def image_set_dirname(key: str, version: int) -> str:
+    """Directory of version ``version`` of a group's image set: ``<group key>_v<version>``."""
+    parse_group_key(key)
+    if version < 1:
+        raise NamingError(f"image version must be >= 1, got {version}")
+    return f"{key}_v{version}"
+
+
+def partial_name(name: str, token: str) -> str:
+    """Name of an attempt's work-in-progress copy of ``name``: ``.<name>.<token>.partial``."""
+    if not name or "/" in name or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", token):
+        raise NamingError(f"invalid partial name: {name!r} / {token!r}")
+    return f".{name}.{token}.partial"
+
+
+def parse_partial_name(filename: str) -> tuple[str, str]:
+    """(name, token) of a name made by :func:`partial_name`."""
+    m = _PARTIAL_RE.match(filename)
+    if m is None:
+        raise NamingError(f"not a partial name: {filename!r}")
+    return m["name"], m["token"]

@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from dsa_stream import naming
 from dsa_stream.exceptions import InputFileError, RegistryError
 from dsa_stream.pipeline.calibration.stage import calibrate_job
 from dsa_stream.pipeline.context import PipelineContext, StageOutcome, StageRun
+from dsa_stream.pipeline.products import next_version
 from dsa_stream.registry import (
     GroupState,
     GroupUpdate,
@@ -32,15 +33,11 @@ from dsa_stream.registry import (
     mark_file_missing,
     mark_group_files_consumed,
 )
-from dsa_stream.registry.models import groups, input_files, products
+from dsa_stream.registry.models import groups, input_files
 from dsa_stream.registry.states import ProductKind
 from dsa_stream.toolrun import call_in_subprocess
 
 logger = logging.getLogger(__name__)
-
-#: Staging sub-directory of Measurement Sets.
-MS_DIR = "ms"
-
 
 class MissingInputError(InputFileError):
     """A registered input file is gone or changed: waiting cannot bring it back."""
@@ -117,16 +114,6 @@ def manifest_hash(ms: Path) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def next_version(conn: Connection, kind: str, logical_key: str) -> int:
-    """1 + the highest version of a product key (1 when new)."""
-    top = conn.execute(
-        select(func.max(products.c.version)).where(
-            products.c.kind == kind, products.c.logical_key == logical_key
-        )
-    ).scalar_one()
-    return int(top or 0) + 1
-
-
 def _time(mjd: float) -> datetime:
     """UTC datetime of an MJD (observation time from the data)."""
     from astropy.time import Time
@@ -143,7 +130,7 @@ def convert_handler(ctx: PipelineContext, run: StageRun) -> StageOutcome:
         group, files = _group_files(conn, claim.group_id)
         version = next_version(conn, str(ProductKind.MS), f"ms:{group.group_key}")
     paths = _preflight(ctx, files)
-    rel = f"{MS_DIR}/{naming.ms_filename(group.group_key)}"
+    rel = f"{naming.MS_DIRNAME}/{naming.ms_filename(group.group_key)}"
     out = ctx.path("staging", rel)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = call_in_subprocess(

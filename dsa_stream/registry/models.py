@@ -235,6 +235,10 @@ class MosaicWindow(Base):
     n_members_done: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     state: Mapped[str] = mapped_column(String(16))
+    built_version: Mapped[int | None] = mapped_column(Integer)
+    """Latest version of which a mosaic was built (None: never built)."""
+    members: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """Members of ``built_version``: ``[{"group_key", "image_id"}]`` (planner pins)."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -338,6 +342,7 @@ class Product(Base):
         Index(None, "group_id"),
         Index(None, "obs_start"),
         Index(None, "job_id"),
+        Index(None, "kind", "state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -357,6 +362,12 @@ class Product(Base):
     published_root_id: Mapped[str | None] = mapped_column(String(64))
     published_rel_path: Mapped[str | None] = mapped_column(String(1024))
     published_at: Mapped[datetime | None]
+    qa_status: Mapped[str | None] = mapped_column(String(16))
+    """passed / failed / not_checked: the science verdict of the stage (QaStatus)."""
+    validation_status: Mapped[str | None] = mapped_column(String(16))
+    """valid / invalid / unchecked: the finalize verdict on the files (ValidationStatus)."""
+    qa: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """QA figures (rms, peak, flux ratios ...), as the stage reported them."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

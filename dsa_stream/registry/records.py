@@ -13,7 +13,9 @@ from dsa_stream.registry.states import (
     JobKind,
     JobState,
     ProductState,
+    QaStatus,
     StopMode,
+    ValidationStatus,
 )
 
 
@@ -99,6 +101,12 @@ class ProductSpec(Record):
     window_id: int | None = None
     parents: tuple[int, ...] = ()
     """Product ids this one was made from (rows of ``product_lineage``)."""
+    qa_status: QaStatus | None = None
+    """The stage's science verdict (None: the kind has no QA)."""
+    validation_status: ValidationStatus | None = None
+    """Set by the finalize step (None until then)."""
+    qa: dict[str, Any] | None = None
+    """QA figures as the stage reported them (JSON)."""
 
 
 class GroupUpdate(Record):

@@ -180,6 +180,22 @@ class ProductState(StrEnum):
     CLEANED = "cleaned"
 
 
+class QaStatus(StrEnum):
+    """The science verdict on a product, from the stage that made it."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_CHECKED = "not_checked"
+
+
+class ValidationStatus(StrEnum):
+    """The finalize verdict on a product's files (exist, open, match their manifest)."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    UNCHECKED = "unchecked"
+
+
 class ProductKind(StrEnum):
     """Kinds of products (free text in the database)."""
 

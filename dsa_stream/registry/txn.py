@@ -158,6 +158,10 @@ class Txn:
         values: dict[str, Any] = spec.model_dump(exclude={"parents"})
         values.update(
             state=str(spec.state),
+            qa_status=None if spec.qa_status is None else str(spec.qa_status),
+            validation_status=None
+            if spec.validation_status is None
+            else str(spec.validation_status),
             job_id=job_id,
             lease_token=lease_token,
             created_at=self.now,
