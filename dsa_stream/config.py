@@ -330,6 +330,62 @@ class LoggingConfig(Section):
     """``json`` writes one JSON object per line (for log shippers)."""
 
 
+#: Site directories whose free space the daemon's disk guard may watch.
+GUARDED_ROOTS = ("incoming", "staging", "products", "logs", "quarantine")
+
+
+class DaemonConfig(Section):
+    """The streaming daemon (``dsa-stream run``): polling, guards, health and metrics.
+
+    Disk and memory sizes are GiB (2**30 bytes). The guards only pause claiming:
+    a job is never failed because space or memory is short.
+    """
+
+    poll_s: float = Field(1.0, gt=0)
+    """Idle wait of the worker between claims (and between checks while paused)."""
+    supervisor_interval_s: float = Field(1.0, gt=0)
+    """Period of the supervisor: thread checks, operator kill requests, systemd watchdog."""
+    status_interval_s: float = Field(10.0, gt=0)
+    """The daemon's status file (read by ``dsa-stream status``) is refreshed this often."""
+    http_host: str = "127.0.0.1"
+    """Address of the ``/health`` and ``/metrics`` endpoint (keep it on loopback)."""
+    http_port: int = Field(9311, ge=0, le=65535)
+    """Port of the ``/health`` and ``/metrics`` endpoint; 0 turns it off (never in --burst)."""
+    min_free_gib: dict[str, float] = Field(
+        default_factory=lambda: {"staging": 20.0, "products": 20.0}
+    )
+    """Claiming pauses while one of these site directories has less free space (GiB)."""
+    disk_resume_margin_gib: float = Field(2.0, ge=0)
+    """A paused daemon resumes once every guarded directory has this much more than its
+    threshold (hysteresis: no flapping around the threshold)."""
+    memory_guard: bool = True
+    """Refuse to start a stage whose memory estimate exceeds the available memory."""
+    memory_estimates_gib: dict[str, float] = Field(
+        default_factory=lambda: {"convert": 2.0, "calibrate": 3.5, "image": 6.0, "mosaic": 2.5}
+    )
+    """Peak memory of one stage per job kind (GiB): measured peak RSS at full size plus a
+    margin (docs/benchmarks.md)."""
+    memory_default_gib: float = Field(1.0, ge=0)
+    """Memory estimate of job kinds not listed in ``memory_estimates_gib``."""
+
+    @field_validator("min_free_gib")
+    @classmethod
+    def _known_roots(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(GUARDED_ROOTS))
+        if unknown:
+            raise ValueError(f"unknown site directories {unknown} (known: {list(GUARDED_ROOTS)})")
+        if any(x < 0 for x in v.values()):
+            raise ValueError("free-space thresholds must be >= 0")
+        return v
+
+    @field_validator("memory_estimates_gib")
+    @classmethod
+    def _positive_estimates(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(x < 0 for x in v.values()):
+            raise ValueError("memory estimates must be >= 0")
+        return v
+
+
 class Settings(BaseSettings):
     """The resolved configuration of one dsa-stream site."""
 
@@ -352,6 +408,7 @@ class Settings(BaseSettings):
     calibrate: CalibrateConfig = CalibrateConfig()
     grouping: GroupingConfig = GroupingConfig()
     watcher: WatcherConfig = WatcherConfig()
+    daemon: DaemonConfig = DaemonConfig()
     image: ImagingOptions = ImagingOptions()
     """Imaging backend, parameters, primary beam and QA (``dsa_stream.imaging.options``)."""
     mosaic: MosaicOptions = MosaicOptions()
