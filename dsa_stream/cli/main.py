@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dsa_stream.cli.image:image_cmd",
         "Image one Measurement Set: FITS image, primary beam, PB-corrected image, QA, PNG.",
     ),
+    "reconcile": (
+        "dsa_stream.cli.reconcile:reconcile_cmd",
+        "Registry vs disk: list (and --fix) disagreements.",
+    ),
     "db": ("dsa_stream.cli.db:db_group", "Registry database schema: upgrade, current."),
     "ingest": (
         "dsa_stream.cli.ingest:ingest_cmd",

@@ -250,6 +250,53 @@ def products_cmd(kind: str | None, state: str | None, group_key: str | None, **w
     )
 
 
+@registry_group.command("lineage")
+@click.argument("product")
+@click.option("--depth", type=click.IntRange(1, 16), default=8, show_default=True)
+@json_option
+def lineage_cmd(product: str, depth: int) -> None:
+    """What PRODUCT was made from, down to the subband files (and what uses it).
+
+    PRODUCT: a product id, a logical key (``mosaic:<window>``, newest version), a key
+    with version (``image:<group>:v2``) or a product path.
+    """
+    from dsa_stream.registry.lineage import find_product_ref, lineage
+
+    with read_connection() as conn:
+        tree = lineage(conn, int(find_product_ref(conn, product).id), max_depth=depth)
+    emit(tree, _render_lineage)
+
+
+def _render_lineage(tree: dict[str, Any]) -> None:
+    from rich.tree import Tree
+
+    from dsa_stream.cli.context import console
+
+    def label(n: dict[str, Any]) -> str:
+        status = "/".join(s for s in (n["state"], n["qa_status"], n["validation_status"]) if s)
+        where = n["published"] or n["path"]
+        rel = f"[dim]{n['relation']}[/dim] " if n["relation"] else ""
+        return (
+            f"{rel}[bold]{n['kind']}[/bold] {n['logical_key']} v{n['version']} ({status}) {where}"
+        )
+
+    def add(branch: Any, n: dict[str, Any]) -> None:
+        for p in n["parents"]:
+            add(branch.add(label(p)), p)
+        files = n.get("files") or []
+        if files:
+            sub = branch.add(f"{len(files)} subband files of group {files[0]['group_key']}")
+            for f in files:
+                sub.add(f"sb{f['subband']:02d} {f['path']} ({f['size']} B, {f['state']})")
+
+    root = Tree(label(tree))
+    add(root, tree)
+    console().print(root)
+    if tree["used_by"]:
+        used = ", ".join(f"{u['kind']} {u['logical_key']} v{u['version']}" for u in tree["used_by"])
+        console().print(f"used by: {used}")
+
+
 @registry_group.command("caltables")
 @click.option(
     "--status",

@@ -39,6 +39,7 @@ from dsa_stream.toolrun import call_in_subprocess
 
 logger = logging.getLogger(__name__)
 
+
 class MissingInputError(InputFileError):
     """A registered input file is gone or changed: waiting cannot bring it back."""
 

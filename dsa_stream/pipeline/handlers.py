@@ -13,6 +13,9 @@ from dsa_stream.registry import JobKind
 HANDLERS: dict[str, str] = {
     JobKind.CONVERT: "dsa_stream.pipeline.convert:convert_handler",
     JobKind.CALIBRATE: "dsa_stream.pipeline.calibration.stage:calibrate_handler",
+    JobKind.IMAGE: "dsa_stream.pipeline.image:image_handler",
+    JobKind.MOSAIC: "dsa_stream.pipeline.mosaic:mosaic_handler",
+    JobKind.PUBLISH: "dsa_stream.pipeline.publish:publish_handler",
 }
 
 
