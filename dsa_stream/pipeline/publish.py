@@ -100,7 +100,7 @@ def _set(row_id: int, *, published: bool = False, **values: Any) -> Any:
 
 def publish_handler(ctx: PipelineContext, run: StageRun) -> StageOutcome:
     """Handler of ``publish`` jobs (module docstring)."""
-    from dsa_stream.products.publish import publish_product
+    from dsa_stream.products.publish import publish_product, remove_source
 
     claim = run.claim
     kind, key = str(payload(claim, "kind")), str(payload(claim, "logical_key"))
@@ -131,6 +131,10 @@ def publish_handler(ctx: PipelineContext, run: StageRun) -> StageOutcome:
             detail="valid; QA failed: not published",
         )
     result = publish_product(source, dest.parent, name, manifest, token=run.token)
+    if result.method != "rename":
+        # The published copy is verified: the staging copy may go before the commit (a
+        # crash in between leaves the copy found by the retry or by reconcile).
+        remove_source(source)
     logger.info("%s published: %s (%s)", label, result.path, result.method)
     return StageOutcome(
         in_transaction=_set(

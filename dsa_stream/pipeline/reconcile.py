@@ -253,6 +253,8 @@ class Reconciler:
                     token = part.name.rsplit(".", 2)[1] if part.name.count(".") >= 2 else ""
                     if token not in active:
                         self._partial(part, fix)
+                if fix and not any(path.iterdir()):
+                    path.rmdir()  # the empty work area of copy-publishing
                 continue
             if name.startswith(".") and name.endswith(".partial"):
                 try:
