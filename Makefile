@@ -45,6 +45,8 @@ system-deps:
 
 demo: venv system-deps
 	$(BIN)/dsa-stream demo $(DEMO_DIR)
+	$(BIN)/run-first-mosaic $(DEMO_DIR)/night --site $(DEMO_DIR)
+	$(BIN)/dsa-stream --config $(DEMO_DIR)/dsa-stream.yaml registry stats
 
 test: venv system-deps
 	DSA_STREAM_REQUIRE_HEAVY=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

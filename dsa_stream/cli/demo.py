@@ -1,9 +1,10 @@
 """``dsa-stream demo DIR``: a newcomer's first run, entirely offline.
 
 It creates a site in DIR (``dsa-stream init``), simulates a night of DSA-110 data
-with a calibrator transit into the site's ``incoming/`` directory, and prints
-what was made and where. Running it again reuses a simulated night whose
-``truth.json`` matches the requested options.
+with a calibrator transit into ``DIR/night/`` (standing in for the correlator's
+output directory), and prints what was made and where; ``make demo`` then runs
+``run-first-mosaic DIR/night --site DIR`` on it. Running it again reuses a
+simulated night whose ``truth.json`` matches the requested options.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ DEMO_ANTENNAS = 32
 DEMO_CHANNELS = 12
 DEMO_CALIBRATOR = "3C147"
 DEMO_SEED = 1
+#: Directory (in the demo site) the night is simulated into.
+NIGHT_DIRNAME = "night"
 
 
 def _options(incoming: Path, groups: int, antennas: int, channels: int, calibrator: str) -> Any:
@@ -142,7 +145,7 @@ def _render(d: dict[str, Any]) -> None:
         click.echo(f"calibrator:  {d['calibrator']} transits at {d['calibrator_transit_utc']}")
     how = "reused the existing simulation" if d["reused_existing_simulation"] else "simulated"
     click.echo(f"time:        {d['seconds']:.1f} s ({how})")
-    click.echo(f"next:        dsa-stream --config {d['config']} config show")
+    click.echo(f"next:        run-first-mosaic {d['incoming']} --site {d['site']}")
 
 
 @click.command("demo")
@@ -160,7 +163,7 @@ def demo_cmd(
     """Create a site in DIRECTORY and simulate a night with a calibrator transit into it."""
     t0 = time.monotonic()
     site = init_site(directory)
-    incoming = site.settings.paths.resolve("incoming")
+    incoming = site.root / NIGHT_DIRNAME
     opts = _options(incoming, groups, antennas, channels_per_subband, calibrator)
     truth = _existing_night(opts)
     reused = truth is not None

@@ -30,7 +30,7 @@ def test_demo_small_night_and_rerun_reuses(tmp_path: Path) -> None:
     assert doc["calibrator"] == "3C147"
     assert [g["calibrator_transit"] for g in doc["groups"]] == [False, True]
     assert all(g["files"] == 16 for g in doc["groups"])
-    incoming = site / "incoming"
+    incoming = site / "night"
     assert len(list(incoming.glob("*_sb??.hdf5"))) == 32
     assert (site / "dsa-stream.yaml").is_file() and (incoming / "truth.json").is_file()
     second = CliRunner().invoke(cli, args, catch_exceptions=False)
