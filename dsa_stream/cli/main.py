@@ -67,6 +67,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dsa_stream.cli.mosaic:mosaic_group",
         "Plan mosaic windows; build a primary-beam-weighted mosaic from images.",
     ),
+    "run": (
+        "dsa_stream.cli.run:run_cmd",
+        "Run the daemon: watcher, reconcile scans, reaper and worker (--burst: once).",
+    ),
+    "status": (
+        "dsa_stream.cli.status:status_cmd",
+        "One screen: backlog, running stage, last products, health, dead letters.",
+    ),
+    "workers": (
+        "dsa_stream.cli.workers:workers_group",
+        "Workers: list them, drain one (finish and stop) or kill one.",
+    ),
+    "logs": (
+        "dsa_stream.cli.logs:logs_cmd",
+        "Show or follow the per-job stage logs (--job, --group, --follow).",
+    ),
 }
 
 #: Exit codes shared by every command.
