@@ -34,8 +34,9 @@ DEMO_SEED = 1
 #: Directory (in the demo site) the night is simulated into.
 NIGHT_DIRNAME = "night"
 #: Imaging of the demo site (appended to its configuration): the demo's 32 antennas
-#: imaged on baselines up to 1500 wavelengths (beam ~220 x 70 arcsec, 6 px across) on a 4.3 deg field, so
-#: that ten groups image in minutes on a laptop. The defaults image all baselines.
+#: imaged on baselines up to 1500 wavelengths (beam ~220 x 70 arcsec, 6 px across) on a
+#: 4.3 deg field, so that ten groups image in minutes on a laptop. The defaults image
+#: every baseline.
 DEMO_IMAGING = """\
 image:  # demo: the core baselines, quick (defaults: every baseline, 5400 x 3 arcsec)
   size_px: 1280
