@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dsa_stream.cli.image:image_cmd",
         "Image one Measurement Set: FITS image, primary beam, PB-corrected image, QA, PNG.",
     ),
+    "first-mosaic": (
+        "dsa_stream.cli.first_mosaic:first_mosaic_cmd",
+        "The first 10 consecutive groups of a directory -> a published mosaic (run-first-mosaic).",
+    ),
     "reconcile": (
         "dsa_stream.cli.reconcile:reconcile_cmd",
         "Registry vs disk: list (and --fix) disagreements.",
