@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 
 import click
@@ -108,22 +107,24 @@ def logs_cmd(
     """Show (or --follow) the per-job stage logs."""
     directory = jobs_dir(get_ctx().settings().paths.resolve("logs"))
     selection = _Selection(job_id, group_key, kind)
+    # The follower is made first: the tails end where it starts (no line lost or repeated).
+    follower = Follower(directory, selection, from_end=True) if follow else None
     chosen = [log for log in list_job_logs(directory) if selection(log)]
     if not selection.filtered and chosen:
         chosen = [max(chosen, key=lambda log: (log.path.stat().st_mtime_ns, log.job_id))]
     prefix = follow or len(chosen) > 1
     for log in chosen:
-        for line in tail(log.path, lines):
+        upto = follower.offset(log.path) if follower is not None else None
+        for line in tail(log.path, lines, upto):
             click.echo(f"[{log.label}] {line}" if prefix else line)
     if not chosen and not follow:
         click.echo(f"no job logs match in {directory}", err=True)
-    if follow:
-        _follow(directory, selection, poll)
+    if follower is not None:
+        _follow(follower, selection, poll)
 
 
-def _follow(directory: Path, selection: _Selection, poll_s: float) -> None:
+def _follow(follower: Follower, selection: _Selection, poll_s: float) -> None:
     stop = threading.Event()
-    follower = Follower(directory, selection, from_end=True)
     with _stop_on_signals(stop):
         follow_logs(
             follower,

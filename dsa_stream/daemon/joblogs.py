@@ -62,13 +62,18 @@ def list_job_logs(directory: Path) -> list[JobLog]:
     return sorted(out, key=lambda log: (log.job_id, log.attempt))
 
 
-def tail(path: Path, n: int) -> list[str]:
-    """The last ``n`` lines of a file (all of them for ``n <= 0``), without newlines."""
+def tail(path: Path, n: int, upto: int | None = None) -> list[str]:
+    """The last ``n`` lines of a file (all of them for ``n <= 0``), without newlines.
+
+    ``upto`` reads only the first ``upto`` bytes (where a :class:`Follower` starts), so
+    that a tail followed by a follow neither loses nor repeats a line.
+    """
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with path.open("rb") as fh:
+            data = fh.read() if upto is None else fh.read(upto)
     except FileNotFoundError:
         return []
-    lines = text.splitlines()
+    lines = data.decode("utf-8", errors="replace").splitlines()
     return lines if n <= 0 else lines[-n:]
 
 
@@ -92,6 +97,10 @@ class Follower:
             for log in list_job_logs(directory):
                 if select(log):
                     self._offsets[log.path] = _size(log.path)
+
+    def offset(self, path: Path) -> int | None:
+        """Where following ``path`` starts (None: not followed yet)."""
+        return self._offsets.get(path)
 
     def poll(self) -> list[tuple[JobLog, str]]:
         """The complete lines written since the last poll, file by file."""

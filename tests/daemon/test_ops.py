@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -215,3 +218,28 @@ def test_follower_streams_new_lines_and_new_files(tmp_path: Path) -> None:
         fh.write("more\nlast\n")
     thread.join(10)
     assert seen == ["more", "last"]
+
+
+def test_logs_follow_command_streams_until_sigterm(make_site) -> None:
+    site: DaemonSite = make_site()
+    jobs_dir = site.root / "logs" / "jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    (jobs_dir / "job-1-convert-a1.log").write_text("before\n")
+    cmd = [sys.executable, "-m", "dsa_stream.cli.main", "--config", str(site.config)]
+    proc = subprocess.Popen(
+        [*cmd, "logs", "--follow", "--poll", "0.1", "-n", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "[job-1-convert-a1] before\n"
+        (jobs_dir / "job-2-calibrate-a1.log").write_text("a new stage\n")
+        assert proc.stdout.readline() == "[job-2-calibrate-a1] a new stage\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
