@@ -1,14 +1,15 @@
 """Benchmark the mosaic coadd of 10 full-size tiles against reproject's reproject_and_coadd.
 
-Writes 10 synthetic quick-look tiles (2048 x 2048 pixels of 6 arcsec, the size the
-imaging stage will use until it decides otherwise) of consecutive groups at Dec 16
+Writes 10 synthetic tiles at the imaging stage's default size (``ImagingOptions``
+``size_px`` x ``size_px`` pixels of ``cell_arcsec``) of consecutive groups at Dec 16
 (the widest strip on the sky: 10 x 1.242 deg), with 57 point sources (restored with an
 18" x 15" beam, attenuated by the drift- and band-averaged Airy beam) and 5-7 mJy/beam
 of beam-correlated noise; and the primary beam of each tile. Then runs, each in its own
 process under ``/usr/bin/time -v``:
 
-* ``ours``: :func:`dsa_stream.mosaic.build_mosaic` with the default options (quintic
-  resampling, QA with the 57 expected sources, FITS + noise map + PNG + JSON written);
+* ``ours``: :func:`dsa_stream.mosaic.build_mosaic` with the default options
+  (``resampler: auto``, QA with the 57 expected sources, FITS + noise map + PNG + JSON
+  written);
 * ``reproject``: ``reproject_and_coadd(reproject_function=reproject_interp)`` with its
   default settings (bilinear, combine ``mean``) on inputs I/B (B >= 0.2) and weights
   B^2/rms^2 read from FITS files prepared beforehand (not timed), onto the same grid,
@@ -19,7 +20,7 @@ into ``docs/benchmarks.md`` under ``## Mosaic`` (only that section is replaced).
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/bench_mosaic.py [--keep] [--no-docs] [--npix 2048] [--cell-arcsec 6]
+    .venv/bin/python bench/bench_mosaic.py [--keep] [--no-docs] [--npix N] [--cell-arcsec C]
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dsa_stream import __version__  # noqa: E402
+from dsa_stream.imaging.options import ImagingOptions  # noqa: E402
+
+#: The imaging stage's default image size (the tiles a mosaic is made of).
+DEFAULT_NPIX = ImagingOptions().size_px
+DEFAULT_CELL = ImagingOptions().cell_arcsec
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Mosaic"
@@ -67,7 +73,8 @@ OURS = textwrap.dedent(
         "shape": r.shape, "flux": [qa.flux_ratio_median, qa.flux_ratio_min, qa.flux_ratio_max],
         "n_sources": [qa.n_sources_found, qa.n_sources_checked],
         "offset_max_beams": qa.offset_beams_max, "noise_ratio": qa.noise_ratio,
-        "qa_passed": qa.passed}))
+        "qa_passed": qa.passed,
+        "resamplers": sorted({t.resampler for t in r.tiles})}))
     """
 )
 
@@ -165,9 +172,31 @@ def reproject_inputs(work: Path, tiles: list) -> tuple[list[str], list[str], str
     return inputs, weights, grid.wcs.to_header().tostring(), list(grid.shape)
 
 
-def run(work: Path, npix: int, cell: float) -> dict[str, dict[str, object]]:
+def cached_tiles(work: Path, npix: int, cell: float, tiles_dir: Path | None) -> tuple[list, list]:
+    """The tiles, written into ``tiles_dir`` once and reused from there when given."""
+    from dsa_stream.mosaic.options import ExpectedSource, MosaicTile
+
+    if tiles_dir is None:
+        return make_tiles(work, npix, cell)
+    index = tiles_dir / f"tiles-{npix}-{cell:g}.json"
+    if index.exists():
+        tiles, sources = json.loads(index.read_text())
+        return (
+            [MosaicTile.model_validate(t) for t in tiles],
+            [ExpectedSource.model_validate(x) for x in sources],
+        )
+    tiles_dir.mkdir(parents=True, exist_ok=True)
+    tiles, sources = make_tiles(tiles_dir, npix, cell)
+    payload = [[t.model_dump(mode="json") for t in tiles], [x.model_dump() for x in sources]]
+    index.write_text(json.dumps(payload))
+    return tiles, sources
+
+
+def run(
+    work: Path, npix: int, cell: float, tiles_dir: Path | None = None
+) -> dict[str, dict[str, object]]:
     print("writing tiles ...", flush=True)
-    tiles, sources = make_tiles(work, npix, cell)
+    tiles, sources = cached_tiles(work, npix, cell, tiles_dir)
     expected = [s.model_dump() for s in sources]
     rows = {}
     print("running ours ...", flush=True)
@@ -200,9 +229,10 @@ def render(
     lines = [
         SECTION,
         "",
-        f"Ten full-size quick-look tiles ({npix} x {npix} pixels of {cell:g} arcsec, 4D FITS as",
-        "imagers write them) of consecutive groups at Dec 16 (RA step 1.292 deg, the widest",
-        f"strip on the sky) coadded onto one {nx} x {ny} SIN grid ({nx * ny / 1e6:.1f} Mpx).",
+        f"Ten tiles of the default image size ({npix} x {npix} pixels of {cell:g} arcsec, 4D",
+        "FITS as imagers write them) of consecutive groups at Dec 16 (RA step 1.292 deg, the",
+        f"widest strip on the sky) coadded onto one {nx} x {ny} SIN grid ({nx * ny / 1e6:.1f}",
+        "Mpx).",
         'Each tile: 57 point sources restored with an 18" x 15" beam and attenuated by the',
         "drift- and band-averaged Airy beam, 5-7 mJy/beam of beam-correlated noise; plus its",
         "primary-beam FITS. Each approach runs in its own process under `/usr/bin/time -v`.",
@@ -236,7 +266,9 @@ def render(
         "before its process started (not timed); its wall adds writing the mosaic FITS.",
         "Flux ratio: fitted peak / true flux of the 57 sources. reproject_interp resamples",
         "bilinearly, which lowers the peak of a beam sampled with ~2.7 pixels per FWHM;",
-        "ours resamples the image with a quintic spline (`mosaic.coadd.interpolation_order: 5`).",
+        "ours (`mosaic.coadd.resampler: auto`) resamples with Catmull-Rom cubic convolution",
+        "where BMIN spans >= 4 mosaic pixels (here 5), else with a quintic spline.",
+        f"Ours, resampler per tile: {ours.get('resamplers')}.",
         "",
     ]
     return "\n".join(lines)
@@ -254,19 +286,26 @@ def write_docs(section: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--npix", type=int, default=2048, help="tile size in pixels")
-    ap.add_argument("--cell-arcsec", type=float, default=6.0, help="tile pixel size (arcsec)")
+    ap.add_argument("--npix", type=int, default=DEFAULT_NPIX, help="tile size in pixels")
+    ap.add_argument(
+        "--cell-arcsec", type=float, default=DEFAULT_CELL, help="tile pixel size (arcsec)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument(
+        "--tiles-dir",
+        type=Path,
+        help="write the tiles here once and reuse them in later runs (outside the repo)",
+    )
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     args = ap.parse_args()
     load = _load()
     tmp = Path(tempfile.mkdtemp(prefix="bench-mosaic-"))
     try:
-        rows = run(tmp, args.npix, args.cell_arcsec)
+        rows = run(tmp, args.npix, args.cell_arcsec, args.tiles_dir)
         command = (
             ".venv/bin/python bench/bench_mosaic.py"
-            + (f" --npix {args.npix}" if args.npix != 2048 else "")
-            + (f" --cell-arcsec {args.cell_arcsec:g}" if args.cell_arcsec != 6.0 else "")
+            + (f" --npix {args.npix}" if args.npix != DEFAULT_NPIX else "")
+            + (f" --cell-arcsec {args.cell_arcsec:g}" if args.cell_arcsec != DEFAULT_CELL else "")
         )
         section = render(rows, command, args.npix, args.cell_arcsec, load)
         print(section)

@@ -73,6 +73,7 @@ def _tile_summary(u: TileUse) -> TileSummary:
         bmin_deg=u.info.bmin_deg,
         bpa_deg=u.info.bpa_deg,
         pixels_used=u.pixels_used,
+        resampler=u.resampler,
     )
 
 
@@ -158,7 +159,9 @@ def mosaic_header(coadd: Coadd, result: MosaicResult, options: MosaicOptions) ->
     h["WINVER"] = (result.version, "mosaic window version")
     h["WEIGHTNG"] = ("PB/rms^2", "M = sum w B I / sum w B^2, w = 1/rms^2")
     h["PBCUT"] = (options.coadd.sensitivity_cutoff, "NaN where sqrt(sum w B^2) < PBCUT x max")
-    h["INTERP"] = (options.coadd.interpolation_order, "spline order of image resampling")
+    kinds = sorted({t.resampler for t in result.tiles})
+    h["RESAMPLR"] = ("+".join(kinds), "image resampling (cubic: Catmull-Rom)")
+    h["INTERP"] = (options.coadd.interpolation_order, "spline order (resampler spline)")
     if result.config_hash is not None:
         h["CFGHASH"] = (result.config_hash, "dsa-stream configuration hash")
     h["PIPEVER"] = (result.software.get("dsa-stream") or "unknown", "dsa-stream version")

@@ -110,12 +110,12 @@ def read_info(path: Path) -> PlaneInfo:
         raise MosaicError(f"cannot read FITS {path}: {exc}") from exc
 
 
-def read_plane(path: Path) -> np.ndarray:
-    """The 2D data of an image as float64 (degenerate axes dropped)."""
+def read_plane(path: Path, dtype: type = np.float64) -> np.ndarray:
+    """The 2D data of an image as ``dtype`` (native byte order; degenerate axes dropped)."""
     try:
         with fits.open(path, memmap=False) as hdul:
             hdu = _image_hdu(hdul, path)
-            data = np.asarray(hdu.data, dtype=np.float64)
+            data = np.asarray(hdu.data, dtype=dtype)
     except OSError as exc:
         raise MosaicError(f"cannot read FITS {path}: {exc}") from exc
     if data.ndim < 2 or any(n != 1 for n in data.shape[:-2]):

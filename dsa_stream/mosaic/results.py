@@ -93,6 +93,8 @@ class TileSummary(BaseModel):
     bpa_deg: float | None
     pixels_used: int
     """Mosaic pixels this tile contributed to."""
+    resampler: str = ""
+    """How its image was resampled: ``cubic`` or ``spline`` (``CoaddOptions.resampler``)."""
 
 
 class MosaicResult(BaseModel):

@@ -31,9 +31,10 @@ def make_strip(
     *,
     skip: tuple[int, ...] = (),
     options: MosaicOptions | None = None,
+    cell_arcsec: float = 8.0,
 ) -> Strip:
     root.mkdir(parents=True, exist_ok=True)
-    specs = strip_specs(ra0, dec, n, npix, skip=skip, seed=int(dec * 10))
+    specs = strip_specs(ra0, dec, n, npix, cell_arcsec=cell_arcsec, skip=skip, seed=int(dec * 10))
     sources = strip_sources(specs)
     # every other tile as a 4D (RA, Dec, FREQ, STOKES) image, every third without an rms
     tiles = [
@@ -73,3 +74,10 @@ def strip72wrap(tmp_path_factory: pytest.TempPathFactory) -> Strip:
 def gapstrip(tmp_path_factory: pytest.TempPathFactory) -> Strip:
     """Dec 54.6 with the third of five tiles missing: a hole in the coverage."""
     return make_strip(tmp_path_factory.mktemp("gap"), 200.0, 54.6, 5, 480, skip=(2,))
+
+
+@pytest.fixture(scope="session")
+def strip16fine(tmp_path_factory: pytest.TempPathFactory) -> Strip:
+    """Dec 16: 4 tiles of 1200 x 4" (6 pixels per BMIN, like the imaging defaults):
+    ``resampler: auto`` takes the cubic path."""
+    return make_strip(tmp_path_factory.mktemp("dec16fine"), 30.0, 16.0, 4, 1200, cell_arcsec=4.0)

@@ -15,12 +15,12 @@ from dsa_stream.exceptions import MosaicError
 from dsa_stream.mosaic.api import build_mosaic
 from dsa_stream.mosaic.coadd import coadd_tiles, robust_rms
 from dsa_stream.mosaic.fitsio import tile_from_fits
-from dsa_stream.mosaic.options import CoaddOptions, MosaicOptions, QAOptions
+from dsa_stream.mosaic.options import CoaddOptions, ExpectedSource, MosaicOptions, QAOptions
 from dsa_stream.mosaic.results import MosaicResult
 from tests.mosaic.conftest import Strip
 from tests.mosaic.synth import strip_specs, tile_wcs, write_tile
 
-STRIPS = ["strip16", "strip55", "strip72wrap"]
+STRIPS = ["strip16", "strip55", "strip72wrap", "strip16fine"]
 
 
 def _inside(spec, ra: float, dec: float, margin_px: float = 8) -> bool:
@@ -246,10 +246,12 @@ def test_single_tile_is_its_image_over_its_beam_resampled(order: int, tmp_path: 
     assert np.allclose(coadd.mosaic[rows, cols], want, rtol=1e-3, atol=1e-6)
 
 
-def test_beam_with_nan_outside_a_cutoff(strip72wrap: Strip, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["strip72wrap", "strip16fine"])  # spline, cubic
+def test_beam_with_nan_outside_a_cutoff(name: str, request, tmp_path: Path) -> None:
     """Imagers may blank the beam (and image) below a level: NaN never leaks in."""
+    strip: Strip = request.getfixturevalue(name)
     tiles = []
-    for tile in strip72wrap.tiles:
+    for tile in strip.tiles:
         with fits.open(tile.beam_path) as hdul:
             pb = hdul[0].data.astype(np.float32)
             header = hdul[0].header
@@ -257,8 +259,8 @@ def test_beam_with_nan_outside_a_cutoff(strip72wrap: Strip, tmp_path: Path) -> N
         path = tmp_path / tile.beam_path.name
         fits.writeto(path, pb, header)
         tiles.append(tile.model_copy(update={"beam_path": path}))
-    opts = MosaicOptions(coadd=CoaddOptions(preview=False), qa=QAOptions(min_members=6))
-    res = build_mosaic(tiles, tmp_path / "m", opts, expected_sources=strip72wrap.sources)
+    opts = MosaicOptions(coadd=CoaddOptions(preview=False), qa=QAOptions(min_members=len(tiles)))
+    res = build_mosaic(tiles, tmp_path / "m", opts, expected_sources=strip.sources)
     mosaic = fits.getdata(res.mosaic_path)
     assert np.isnan(mosaic).any() and not np.isinf(mosaic).any()
     assert res.qa.n_sources_checked >= 8
@@ -266,3 +268,53 @@ def test_beam_with_nan_outside_a_cutoff(strip72wrap: Strip, tmp_path: Path) -> N
     assert len(found) == res.qa.n_sources_checked
     assert all(abs(c.flux_ratio - 1) < 0.03 and c.offset_beams < 0.1 for c in found)
     assert 0.9 < res.qa.noise_ratio < 1.1
+
+
+def test_auto_resampler_is_cubic_only_for_well_sampled_beams(
+    strip16: Strip, strip16fine: Strip
+) -> None:
+    assert {t.resampler for t in strip16fine.result.tiles} == {"cubic"}
+    assert {t.resampler for t in strip16.result.tiles} == {"spline"}
+
+
+def test_cubic_matches_the_quintic_spline_on_a_well_sampled_tile(tmp_path: Path) -> None:
+    """Catmull-Rom on affine blocks against quintic splines through the exact WCS mapping."""
+    (spec,) = strip_specs(10.0, 30.0, 1, 400, cell_arcsec=4.0)
+    sources = [
+        ExpectedSource(ra_deg=10.0 + dx, dec_deg=30.0 + dy, flux_jy=1.0)
+        for dx in (-0.1, 0.0, 0.13)
+        for dy in (-0.1, 0.02, 0.12)
+    ]
+    tile = write_tile(tmp_path, spec, sources)
+    cubic = coadd_tiles([tile], CoaddOptions(resampler="cubic", cell_arcsec=3.7))
+    spline = coadd_tiles([tile], CoaddOptions(resampler="spline", cell_arcsec=3.7))
+    both = np.isfinite(cubic.mosaic) & np.isfinite(spline.mosaic)
+    assert both.sum() > 0.5 * both.size
+    diff = np.abs(cubic.mosaic - spline.mosaic)[both]
+    peak = float(np.nanmax(spline.mosaic))
+    assert diff.max() < 0.01 * peak, diff.max() / peak
+    assert np.allclose(cubic.noise[both], spline.noise[both], rtol=2e-3)
+    rms = float(np.sqrt(np.mean(diff**2)))
+    print(f"cubic - quintic: max {diff.max() / peak:.2e}, rms {rms / peak:.2e} of the peak")
+
+
+def test_affine_blocks_are_within_tolerance_of_the_wcs(strip72wrap: Strip) -> None:
+    from dsa_stream.mosaic.coadd import _check_tiles, _node_mapping
+    from dsa_stream.mosaic.grid import footprint_bounds, plan_grid
+    from dsa_stream.mosaic.resample import affine_blocks, block_coords
+
+    opts = CoaddOptions()
+    uses = _check_tiles(strip72wrap.tiles)
+    grid = plan_grid([(u.info.wcs, u.info.shape) for u in uses], opts)
+    worst = 0.0
+    for use in (uses[0], uses[-1]):  # the tiles farthest from the grid centre
+        box = footprint_bounds(grid, use.info.wcs, use.info.shape)
+        nx_, ny_ = _node_mapping(grid, use.info.wcs, box, opts.coord_step_px)
+        for block in affine_blocks(nx_, ny_, box, opts.coord_step_px, 128, 0.01):
+            bx, by = block_coords(block)
+            rows = np.arange(block.r0, block.r1)[:, None] + 0 * np.arange(block.c0, block.c1)
+            cols = 0 * rows + np.arange(block.c0, block.c1)
+            ex, ey = use.info.wcs.world_to_pixel_values(*grid.wcs.pixel_to_world_values(cols, rows))
+            ok = np.isfinite(ex) & np.isfinite(ey)
+            worst = max(worst, float(np.hypot(bx - ex, by - ey)[ok].max()))
+    assert worst < 0.02, worst
