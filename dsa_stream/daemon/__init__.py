@@ -9,6 +9,7 @@
 * :mod:`~dsa_stream.daemon.state`: the status file ``dsa-stream status`` reads;
 * :mod:`~dsa_stream.daemon.sdnotify`: systemd readiness and watchdog;
 * :mod:`~dsa_stream.daemon.control`: ``dsa-stream workers drain|kill``;
+* :mod:`~dsa_stream.daemon.orphans`: stage processes that outlived a killed daemon;
 * :mod:`~dsa_stream.daemon.joblogs`: finding and following per-job stage logs.
 
 Import from the submodules: this package imports nothing, so that ``dsa-stream

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, select
 
+from dsa_stream.daemon.orphans import kill_orphans
 from dsa_stream.exceptions import RegistryError
 from dsa_stream.registry import JobStore, StopMode
 from dsa_stream.registry.models import jobs, workers
@@ -129,11 +130,14 @@ def kill_worker(
     problem = local_liveness_problem(target.pid, target.proc_start, target.boot_id)
     if problem is not None:
         reaped = store.reap()
+        with store.engine.connect() as conn:
+            orphans = kill_orphans(conn, only_worker=target.id)
+        extra = f"; killed its orphaned stage processes {orphans}" if orphans else ""
         return KillResult(
             **base,
             exited=True,
             requeued_jobs=reaped.requeued,
-            note=f"not signalled: {problem}",
+            note=f"not signalled: {problem}{extra}",
         )
     sent = ["SIGTERM"]
     send(target.pid, signal.SIGTERM)
@@ -143,10 +147,17 @@ def kill_worker(
         send(target.pid, signal.SIGKILL)
         gone = _wait_gone(target, 10.0)
     reaped = store.reap() if gone else None
+    orphans: list[int] = []
+    if gone:
+        with store.engine.connect() as conn:
+            orphans = kill_orphans(conn, only_worker=target.id)
+    note = "" if gone else "the process is still there after SIGKILL"
+    if orphans:
+        note = f"killed its orphaned stage processes {', '.join(map(str, orphans))}"
     return KillResult(
         **base,
         signals=tuple(sent),
         exited=gone,
         requeued_jobs=reaped.requeued if reaped is not None else (),
-        note="" if gone else "the process is still there after SIGKILL",
+        note=note,
     )

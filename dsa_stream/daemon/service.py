@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
 import threading
 import time
@@ -53,6 +54,7 @@ from dsa_stream.daemon.health import RegistryView, health, read_registry
 from dsa_stream.daemon.httpd import OpsServer
 from dsa_stream.daemon.lock import SiteLock, lock_path
 from dsa_stream.daemon.metrics import render
+from dsa_stream.daemon.orphans import WORKER_ENV, kill_orphans
 from dsa_stream.daemon.sdnotify import Notifier
 from dsa_stream.daemon.state import DaemonSnapshot, status_path, write_status
 from dsa_stream.exceptions import ConfigError, RegistryError
@@ -153,12 +155,14 @@ class Daemon:
     # -- control (any thread, signal handlers) -------------------------------------------
 
     def request_stop(self, reason: str = "stop requested") -> None:
-        """Finish the running stage, stop ingesting, then exit."""
+        """Finish the running stage, stop ingesting, then exit.
+
+        Safe in a signal handler: it only sets events (the worker, the ingest loop and
+        the reaper watch ``_stop``; the ingest loop notices it within 0.5 s).
+        """
         if self._stop_reason is None:
             self._stop_reason = reason
         self._stop.set()
-        if self.ingestor is not None:
-            self.ingestor.request_stop()
         self._wake.set()
 
     def abort(self, reason: str = "abort requested") -> None:
@@ -210,9 +214,11 @@ class Daemon:
             self._read_engine = make_engine(
                 self.settings.registry_url(), self.settings.registry, write=False
             )
+            exported = os.environ.get(WORKER_ENV)
             try:
                 ctx = PipelineContext.create(self.settings, store)
                 gate = self._guards(ctx)
+                self._clear_earlier_run(store)
                 if burst:
                     return self._run_burst(ctx, gate, revision)
                 return self._run_service(ctx, gate, revision)
@@ -221,6 +227,23 @@ class Daemon:
                 self._publish(force=True)
                 self._read_engine.dispose()
                 store.close()
+                if exported is None:
+                    os.environ.pop(WORKER_ENV, None)
+                else:
+                    os.environ[WORKER_ENV] = exported
+
+    def _clear_earlier_run(self, store: JobStore) -> None:
+        """Reap (a worker of a killed daemon is declared dead), then kill its orphans."""
+        reaped = store.reap()
+        if reaped.workers_dead or reaped.requeued:
+            logger.warning(
+                "earlier workers declared dead: %s; jobs requeued: %s",
+                ", ".join(reaped.workers_dead) or "none",
+                ", ".join(map(str, reaped.requeued)) or "none",
+            )
+        assert self._read_engine is not None
+        with self._read_engine.connect() as conn:
+            kill_orphans(conn)
 
     def _guards(self, ctx: PipelineContext) -> Guards:
         cfg = self.cfg
@@ -247,6 +270,7 @@ class Daemon:
     def _new_worker(self, ctx: PipelineContext, gate: Guards) -> Worker:
         worker = Worker(ctx, self.handlers, kinds=self.kinds, poll_s=self.cfg.poll_s, gate=gate)
         self.worker = worker
+        os.environ[WORKER_ENV] = worker.worker_id  # inherited by every stage process
         if self._aborted:
             worker.abort()
         return worker
@@ -254,8 +278,6 @@ class Daemon:
     def _new_ingestor(self) -> Ingestor:
         ingestor = Ingestor(self.settings, observer_factory=self.observer_factory)
         self.ingestor = ingestor
-        if self._stop.is_set():
-            ingestor.request_stop()
         return ingestor
 
     def _thread(self, name: str, target: Callable[[], object]) -> threading.Thread:

@@ -113,3 +113,34 @@ def test_operator_drain_and_kill(make_site, start_daemon) -> None:
     rows = json.loads(listing.output)
     assert {r["id"] for r in rows} == {wid, live.id}
     assert {r["state"] for r in rows} == {"stopped"}
+
+
+def test_restart_after_sigkill_recovers_the_job_and_kills_the_orphaned_stage(
+    make_site, start_daemon
+) -> None:
+    """T5: a daemon killed with SIGKILL leaves a worker row, a running job and a stage
+    child; the next daemon declares the old worker dead, kills the orphan and reruns."""
+    site: DaemonSite = make_site()
+    job = site.enqueue("long", 0, sleep_s=120.0)
+    first = start_daemon(site)
+    assert wait_for(lambda: (site.root / f"child-{job}.pid").exists(), 60)
+    orphan = first.child_pid(job)
+    old = site.live_worker()
+    first.proc.kill()
+    first.finish(10)
+    assert not _gone(orphan)  # its own process group: SIGKILL of the daemon missed it
+    assert site.jobs()[job].state == "running"
+
+    second = start_daemon(site)
+    assert wait_for(lambda: second.marker(job, attempt=2).exists(), 60)
+    assert wait_for(lambda: _gone(orphan), 10), "the orphaned stage survived the restart"
+    states = {w.id: (w.state, w.reason) for w in site.workers()}
+    assert states[old.id][0] == "dead" and "gone" in states[old.id][1]
+    row = site.jobs()[job]
+    assert row.state == "running" and row.attempt == 2 and row.lease_owner != old.id
+    second.proc.send_signal(signal.SIGTERM)
+    status = site.root / ".dsa-stream-run.status.json"
+    assert wait_for(lambda: '"phase": "stopping"' in status.read_text(), 20)
+    second.proc.send_signal(signal.SIGTERM)
+    code, _out, err = second.finish(30)
+    assert code == 3, err
