@@ -125,10 +125,18 @@ def _timed(script: str, payload: list[object]) -> dict[str, object]:
         raise SystemExit(f"benchmark step failed:\n{proc.stdout[-3000:]}\n{err[-3000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    cpu = sum(
+        float(m) for m in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr)
+    )
     assert wall and rss, proc.stderr
     h, m, s = (float(x) if x else 0.0 for x in wall.groups())
     result = json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0])
-    return {"wall_s": h * 3600 + m * 60 + s, "rss_mib": int(rss.group(1)) / 1024.0, **result}
+    return {
+        "wall_s": h * 3600 + m * 60 + s,
+        "cpu_s": cpu,
+        "rss_mib": int(rss.group(1)) / 1024.0,
+        **result,
+    }
 
 
 def make_tiles(work: Path, npix: int, cell: float) -> tuple[list, list]:
@@ -245,13 +253,14 @@ def render(
         command,
         "```",
         "",
-        "| approach | coadd | wall (process) | peak RSS | flux ratio median (min..max) |",
-        "| --- | --- | --- | --- | --- |",
+        "| approach | coadd | wall (process) | CPU (process) | peak RSS | flux ratio median"
+        " (min..max) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in rows.items():
         f = r["flux"]
         lines.append(
-            f"| {name} | {r['coadd_s']:.1f} s | {r['wall_s']:.1f} s | "
+            f"| {name} | {r['coadd_s']:.1f} s | {r['wall_s']:.1f} s | {r['cpu_s']:.1f} s | "
             f"{float(r['rss_mib']) / 1024:.2f} GiB | {f[0]:.3f} ({f[1]:.3f}..{f[2]:.3f}) |"  # type: ignore[index]
         )
     ratio = float(ours["coadd_s"]) / float(ref["coadd_s"])  # type: ignore[arg-type]
