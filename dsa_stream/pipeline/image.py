@@ -14,6 +14,7 @@ recorded on the product and keeps the group out of mosaics; it is not an error.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ from dsa_stream.registry.states import ProductKind, QaStatus
 from dsa_stream.toolrun import call_in_subprocess
 
 logger = logging.getLogger(__name__)
+
+#: No DSA-110 image can hold more than this (Jy/beam; Cyg A is ~1.6 kJy at 1.4 GHz):
+#: a larger or non-finite peak or rms means a diverged deconvolution, whatever QA said.
+PLAUSIBLE_MAX_JY = 1.0e5
 
 
 def image_in_child(
@@ -189,8 +194,15 @@ def image_handler(ctx: PipelineContext, run: StageRun) -> StageOutcome:
         raise
     final = staged.commit()
     manifest = build_manifest(final)
-    passed = bool(result["qa"]["passed"])
     qa = _qa_figures(result)
+    implausible = [
+        name
+        for name in ("rms_jy", "peak_jy")
+        if not (math.isfinite(qa[name]) and abs(qa[name]) < PLAUSIBLE_MAX_JY)
+    ]
+    if implausible:
+        qa["failed_checks"] += [f"implausible {n} (diverged deconvolution?)" for n in implausible]
+    passed = bool(result["qa"]["passed"]) and not implausible
     obs_start, obs_end = _mjd(result["time_start_mjd"]), _mjd(result["time_end_mjd"])
     product = ProductSpec(
         kind=str(ProductKind.IMAGE),

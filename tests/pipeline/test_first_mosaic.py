@@ -40,15 +40,16 @@ BASE: dict[str, Any] = {
     "calibrator_group": 1,
     "seed": 11,
 }
-#: Imaging for a compact uv range (beam ~280 x 90 arcsec, >= 5 px across its minor axis:
-#: coarser sampling biases restored peaks low), a 4.3 deg field, no PNG per image.
+#: Imaging of the core baselines (beam ~170 x 54 arcsec, 4.5 px across its minor axis:
+#: coarser sampling biases restored peaks low; fewer baselines make clean diverge),
+#: a 3.4 deg field, no PNG per image.
 SITE_CONFIG: dict[str, Any] = {
     "image": {
-        "size_px": 960,
-        "cell_arcsec": 16.0,
+        "size_px": 1024,
+        "cell_arcsec": 12.0,
         "preview": False,
         "robust": 0.0,
-        "uv_max_lambda": 1200.0,
+        "uv_max_lambda": 2000.0,
         "auto_mask_sigma": 3.0,
         "timeout_s": 900.0,
     },
