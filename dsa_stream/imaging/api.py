@@ -54,6 +54,7 @@ class BackendRun:
     """What an imager produced (FITS in the work directory) and how it was called."""
 
     fits: dict[str, Path]
+    """image, residual, psf and, after deconvolution, model (FITS in the work directory)."""
     command: tuple[str, ...]
     version: str
     seconds: float
@@ -224,7 +225,10 @@ def _products(
     t_start: float,
 ) -> ImagingResult:
     residual, raw = fitsio.read_backend_image(run.fits["residual"])
-    model, _ = fitsio.read_backend_image(run.fits["model"])
+    if "model" in run.fits:
+        model, _ = fitsio.read_backend_image(run.fits["model"])
+    else:  # no deconvolution
+        model = np.zeros_like(residual)
     psf, _ = fitsio.read_backend_image(run.fits["psf"])
     base = fitsio.celestial_header(raw, options.cell_arcsec)
     wcs = fitsio.wcs_of(base)

@@ -40,7 +40,7 @@ def _remove(prefix: str, suffixes: list[str]) -> None:
 
 
 def tclean_and_export(
-    params: dict[str, Any], exports: dict[str, str], remove: list[str]
+    params: dict[str, Any], exports: dict[str, str], remove: list[str], casa_log: str | None = None
 ) -> dict[str, Any]:
     """Run ``casatasks.tclean(**params)`` and ``exportfits`` the images named in ``exports``.
 
@@ -48,6 +48,8 @@ def tclean_and_export(
         params: tclean keyword arguments.
         exports: CASA image suffix (``.image``) -> FITS path.
         remove: Suffixes of CASA images deleted before the run and after the export.
+        casa_log: File receiving the CASA log of this run (the parent copies it into
+            the imaging log); None: CASA's configured log.
 
     Returns:
         CASA version, tclean seconds and the scalar part of tclean's summary.
@@ -56,6 +58,8 @@ def tclean_and_export(
 
     tasks = casa_env.casatasks()
     tools = casa_env.casatools()
+    if casa_log:
+        tasks.casalog.setlogfile(casa_log)
     prefix = str(params["imagename"])
     _remove(prefix, remove)
     start = time.monotonic()

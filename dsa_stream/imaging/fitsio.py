@@ -4,6 +4,8 @@ Every product (image, residual, pb, pbcor) has the same header apart from BUNIT/
 
 * WCS: ``RA---SIN``/``DEC--SIN`` (the imagers' projection about the phase centre),
   ``RADESYS = 'ICRS'``, CRVAL1 in [0, 360) (WSClean writes e.g. -103.7 for 256.3);
+  WSClean writes the centre in casacore's J2000 frame (``EQUINOX = 2000``: 20 mas from
+  the ICRS centre of the MS), which is converted back to ICRS (:func:`to_icrs`);
   the degenerate FREQ and STOKES axes of the imagers are dropped; the frequencies
   are keywords (FREQREF, FREQEFF, FREQMIN, FREQMAX, BANDWID, NCHAN) and the Stokes
   parameter is STOKES;
@@ -20,6 +22,7 @@ renamed into place, so a reader never sees a partial product.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -177,22 +180,62 @@ def celestial_header(raw: fits.Header, cell_arcsec: float | None = None) -> fits
     pc = wcs.wcs.get_pc()
     if not np.allclose(pc, np.eye(2), atol=1e-12):
         raise ImagingError("rotated image axes are not supported")
+    crval = to_icrs(float(wcs.wcs.crval[0]), float(wcs.wcs.crval[1]), input_frame(raw))
     h = fits.Header()
     h["WCSAXES"] = 2
     h["CTYPE1"] = "RA---SIN"
     h["CTYPE2"] = "DEC--SIN"
     h["CRPIX1"] = float(wcs.wcs.crpix[0])
     h["CRPIX2"] = float(wcs.wcs.crpix[1])
-    h["CRVAL1"] = (float(wcs.wcs.crval[0]) % 360.0, "RA of the phase centre, [0, 360)")
-    h["CRVAL2"] = float(wcs.wcs.crval[1])
+    h["CRVAL1"] = (crval[0], "ICRS RA of the phase centre, [0, 360)")
+    h["CRVAL2"] = (crval[1], "ICRS Dec of the phase centre")
     h["CDELT1"] = float(cdelt[0])
     h["CDELT2"] = float(cdelt[1])
     h["CUNIT1"] = "deg"
     h["CUNIT2"] = "deg"
     h["RADESYS"] = "ICRS"
     h["LONPOLE"] = 180.0
-    h["LATPOLE"] = float(wcs.wcs.crval[1])
+    h["LATPOLE"] = crval[1]
     return h
+
+
+def input_frame(raw: fits.Header) -> str:
+    """The celestial frame of an imager's header: ``ICRS`` or ``J2000``.
+
+    ``RADESYS`` when present, else the FITS default: ``EQUINOX`` >= 1984 means FK5.
+    WSClean writes ``EQUINOX = 2000`` and no ``RADESYS``; CASA writes ``RADESYS`` from
+    the MS's reference frame.
+
+    Raises:
+        ImagingError: another frame or equinox (FK4, B1950, galactic, ...).
+    """
+    radesys = str(raw.get("RADESYS", raw.get("RADECSYS", ""))).strip().upper()
+    equinox = raw.get("EQUINOX", raw.get("EPOCH"))
+    if radesys == "ICRS" or (not radesys and equinox is None):
+        return "ICRS"
+    if radesys in ("FK5", "") and equinox is not None and abs(float(equinox) - 2000.0) < 1e-6:
+        return "J2000"
+    raise ImagingError(f"unsupported image frame RADESYS={radesys!r} EQUINOX={equinox!r}")
+
+
+def to_icrs(ra_deg: float, dec_deg: float, frame: str) -> tuple[float, float]:
+    """ICRS (RA in [0, 360), Dec) of a position given in ``frame`` (``ICRS``, ``J2000``).
+
+    ``J2000`` is the mean equator and equinox of J2000.0 as casacore (and so both
+    imagers) define it: ICRS rotated by the IAU 2000 frame bias (``erfa.bp00``), a
+    rotation of ~23 mas. (astropy's ``FK5`` frame uses the Hipparcos-measured FK5
+    orientation instead and differs from casacore's J2000 by up to ~30 mas.)
+    """
+    if frame == "ICRS":
+        return ra_deg % 360.0, dec_deg
+    if frame != "J2000":
+        raise ImagingError(f"unsupported frame {frame!r}")
+    import erfa
+
+    bias, _, _ = erfa.bp00(2451545.0, 0.0)
+    vec = np.asarray(bias).T @ erfa.s2c(math.radians(ra_deg), math.radians(dec_deg))
+    ra, dec = erfa.c2s(vec)
+    return math.degrees(float(ra)) % 360.0, math.degrees(float(dec))
 
 
 def wcs_of(header: fits.Header) -> WCS:

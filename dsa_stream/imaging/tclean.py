@@ -126,6 +126,17 @@ def tclean_call(params: dict[str, Any]) -> tuple[str, ...]:
     return ("tclean",) + tuple(f"{k}={v!r}" for k, v in params.items())
 
 
+def _append_casa_log(casa_log: Path, log_path: Path | None) -> None:
+    """Append the CASA log of the run to our imaging log (and remove it)."""
+    if not casa_log.exists():
+        return
+    if log_path is not None:
+        with open(log_path, "a", encoding="utf-8") as out:
+            out.write(f"--- CASA log ({casa_log.name}) ---\n")
+            out.write(casa_log.read_text(encoding="utf-8", errors="replace"))
+    casa_log.unlink()
+
+
 def run_tclean(
     params: dict[str, Any],
     fits_out: dict[str, Path],
@@ -149,20 +160,25 @@ def run_tclean(
     env = {}
     if options.threads is not None:
         env["OMP_NUM_THREADS"] = str(options.threads)
+    casa_log = Path(f"{params['imagename']}.casa.log")
     payload = {
         "params": params,
         "exports": {EXPORTS[k]: str(v) for k, v in fits_out.items()},
         "remove": list(CASA_SUFFIXES),
+        "casa_log": str(casa_log),
     }
-    result = call_in_subprocess(
-        "dsa_stream.imaging.casa_child:tclean_and_export",
-        payload,
-        timeout_s=options.timeout_s,
-        log_path=log_path,
-        env=env,
-        label="tclean",
-        cancel=cancel,
-    )
+    try:
+        result = call_in_subprocess(
+            "dsa_stream.imaging.casa_child:tclean_and_export",
+            payload,
+            timeout_s=options.timeout_s,
+            log_path=log_path,
+            env=env,
+            label="tclean",
+            cancel=cancel,
+        )
+    finally:
+        _append_casa_log(casa_log, log_path)
     if not isinstance(result, dict):
         raise ImagingError(f"tclean child returned {type(result).__name__}, not a dict")
     return result

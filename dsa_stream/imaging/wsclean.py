@@ -67,6 +67,8 @@ def build_wsclean_cmd(
     if o.data_column != "auto":  # WSClean's own default: CORRECTED_DATA if present, else DATA
         argv += ["-data-column", o.data_column]
     argv += ["-niter", str(o.niter), "-gain", _fmt(o.gain), "-mgain", _fmt(o.mgain)]
+    if o.niter == 0:  # no deconvolution: WSClean writes no PSF unless asked
+        argv += ["-make-psf"]
     argv += ["-nmiter", str(o.max_major_cycles)]
     if o.threshold_jy > 0:
         argv += ["-threshold", _fmt(o.threshold_jy)]
@@ -100,12 +102,17 @@ def build_wsclean_cmd(
 
 
 def output_paths(prefix: Path, options: ImagingOptions) -> dict[str, Path]:
-    """WSClean's output files for ``prefix``: image, residual, model, psf (MFS when joined)."""
+    """WSClean's output files for ``prefix``: image, residual, model, psf (MFS when joined).
+
+    Without deconvolution (``niter = 0``) WSClean writes the dirty image as ``-image``
+    and no residual or model: the residual is then the image, and there is no model.
+    """
     tag = "-MFS" if options.channels_out > 1 else ""
-    return {
-        kind: prefix.parent / f"{prefix.name}{tag}-{kind}.fits"
-        for kind in ("image", "residual", "model", "psf")
-    }
+    kinds = ("image", "residual", "model", "psf") if options.niter > 0 else ("image", "psf")
+    out = {kind: prefix.parent / f"{prefix.name}{tag}-{kind}.fits" for kind in kinds}
+    if options.niter == 0:
+        out["residual"] = out["image"]
+    return out
 
 
 def parse_version(text: str) -> tuple[int, int, int] | None:

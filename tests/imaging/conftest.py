@@ -1,20 +1,37 @@
-"""Simulated fields for the imaging tests (session scope: simulated, converted, imaged once).
+"""Simulated fields for the imaging tests (session scope: simulated, calibrated, imaged once).
 
-The main field: 32 antennas (4 outriggers), 4 channels per subband, thermal noise, no
-gains or bandpasses (the "calibrated" truth), pointing Dec 40, observed when the
-meridian is at RA ~0 so that the field straddles RA 0/360 (WSClean writes CRVAL1 =
--0.24 for it). Seven explicit sources sit at drift-averaged primary-beam responses
-0.9 ... 0.3 in every direction (also along RA, where the drift changes the beam most),
-with spectral indices 0 ... -0.9.
+One simulated night of two groups, 32 antennas (4 outriggers), 4 channels per subband,
+the simulator's default gains, bandpasses (3 ns delays, ripples, roll-off) and thermal
+noise, pointing at the Dec of 3C48:
+
+* group 1: 3C48 transits in its middle: the calibrator group, solved by the calibration
+  stage (:func:`dsa_stream.calibration.solve.solve_group`: conversion at 3C48, model,
+  flagging, the CASA bandpass + gain chain);
+* group 0, 98 min earlier, observed when the meridian is at ICRS RA 359.85 so that the
+  field straddles RA 0/360 (WSClean writes CRVAL1 = -0.15 for it): converted (midpoint)
+  and calibrated with that set by applycal, as the calibration stage does
+  (:func:`dsa_stream.calibration.apply.apply_to_ms`; CORRECTED_DATA plus the stage's
+  record in the MS). Seven explicit sources sit at drift-averaged primary-beam
+  responses 0.9 ... 0.3, two of the faint ones close to the RA axis (where the drift
+  changes the beam most: their response changes by a factor 3 during the group), with
+  spectral indices 0 ... -0.9.
 
 Imaging: core baselines only (uv <= 2000 lambda: beam ~170" x 53"), 1536 x 10" (4.27 deg,
-5.3 px across the beam's minor axis), Briggs 0, auto-mask 3 sigma, Clark minor cycles
-for tclean - the same options for both backends.
+5.3 px across the beam's minor axis), Briggs 0, auto-mask 3 sigma - the same options for
+both backends.
+
+Source layout: the core-only PSF has far sidelobes of 2-4 % (rms) along the E-W axis
+out to 1.2 deg and ~1 % along N-S, and a source's sidelobes are not subtracted exactly
+from its neighbours (the drift makes each source's response differ slightly from the
+PSF). With the seven sources at the position angles of :data:`FIELD_SOURCES` (picked
+to keep every pair off those axes, at least 0.68 deg apart) the rms sidelobe level
+each source receives from the others is <= 1.6 % of its flux; the first layout tried
+(2.5-4.2 %) left up to 4 % flux errors after cleaning in either imager, an isolated
+source of the same field comes out within 1 %.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +39,13 @@ from pathlib import Path
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.time import Time
 from scipy.optimize import brentq
 
 import dsa_stream.casa_env  # noqa: F401  (astropy/CASA offline first)
-from dsa_stream import instrument
 from dsa_stream.beam import airy_power
 from dsa_stream.conversion import ConvertOptions, ValidationOptions, convert_group
 from dsa_stream.imaging.options import ExpectedSource, ImagingOptions, ImagingResult
 from dsa_stream.simulate import (
-    CorruptionOptions,
     PointSourceSpec,
     SimulationOptions,
     SimulationTruth,
@@ -42,16 +56,21 @@ from dsa_stream.simulate import (
 )
 
 FAST_CHECKS = ValidationOptions(casatools="off", casacore35="off")
+CALIBRATOR = "3C48"
+#: Minutes between the target group's end and the calibrator group's start: puts the
+#: target group's meridian at ICRS RA 359.85 deg.
+GAP_MINUTES = 93.0
 
-#: (nominal single-pointing beam response, position angle deg, flux at 1.4 GHz Jy, alpha)
+#: (nominal single-pointing beam response, position angle deg, flux at 1.4 GHz Jy, alpha);
+#: the position angles keep the pairs off the PSF's sidelobe axes (module docstring).
 FIELD_SOURCES = (
-    (0.9, 30.0, 0.2, -0.7),
-    (0.8, 100.0, 0.3, -0.8),
-    (0.65, 200.0, 0.4, -0.5),
-    (0.5, 290.0, 0.3, -0.9),
-    (0.45, 60.0, 0.5, -0.6),
-    (0.35, 160.0, 0.6, -0.7),
-    (0.3, 250.0, 0.6, 0.0),
+    (0.9, 175.0, 0.2, -0.7),
+    (0.8, 290.0, 0.3, -0.8),
+    (0.65, 100.0, 0.4, -0.5),
+    (0.5, 70.0, 0.3, -0.9),
+    (0.45, 25.0, 0.5, -0.6),
+    (0.35, 210.0, 0.6, -0.7),
+    (0.3, 290.0, 0.6, 0.0),
 )
 
 #: The options both backends image the test field with.
@@ -61,18 +80,8 @@ TEST_OPTIONS = ImagingOptions(
     robust=0.0,
     uv_max_lambda=2000.0,
     auto_mask_sigma=3.0,
-    tclean_deconvolver="clark",
     timeout_s=900.0,
 )
-
-
-def start_for_lst(lst_deg: float, date: str = "2025-10-02") -> dt.datetime:
-    """An observation start whose middle has apparent LST ``lst_deg`` at the site."""
-    t0 = Time(f"{date}T00:00:00", scale="utc")
-    l0 = t0.sidereal_time("apparent", longitude=instrument.SITE_LON_DEG * u.deg).deg
-    hours = ((lst_deg - l0) % 360.0) / 15.0 / 1.00273790935
-    t = t0 + hours * u.hour - (instrument.OBSERVATION_S / 2) * u.s
-    return t.to_datetime(timezone=dt.UTC).replace(microsecond=0)
 
 
 def offset_for_response(response: float, freq_hz: float = 1.405e9) -> float:
@@ -82,17 +91,25 @@ def offset_for_response(response: float, freq_hz: float = 1.405e9) -> float:
 
 @dataclass(frozen=True)
 class Field:
-    """A simulated, converted field."""
+    """A simulated target group, converted and calibrated."""
 
     ms: Path
     truth: SimulationTruth
     expected: tuple[ExpectedSource, ...]
+    caltables: tuple[Path, ...]
+    """The applied tables (bandpass, gain)."""
+    calibrator_group: int
+    """Index of the calibrator group in ``truth.groups``."""
+    columns: frozenset[str]
+    """The MS's main-table columns before any imaging."""
 
 
-def expected_sources(truth: SimulationTruth) -> tuple[ExpectedSource, ...]:
-    """Every source of the truth as an ExpectedSource (power law through the band)."""
+def expected_sources(truth: SimulationTruth, names: set[str]) -> tuple[ExpectedSource, ...]:
+    """The named sources of the truth as ExpectedSources (power law through the band)."""
     out = []
     for src in truth.sources:
+        if src.name not in names:
+            continue
         lo, hi = (float(src.flux_jy(f)) for f in (1.31e9, 1.50e9))
         out.append(
             ExpectedSource(
@@ -106,20 +123,8 @@ def expected_sources(truth: SimulationTruth) -> tuple[ExpectedSource, ...]:
     return tuple(out)
 
 
-def simulate_field(
-    out: Path, *, antennas: int = 32, lst_deg: float = 0.1, dec_deg: float = 40.0
-) -> Field:
-    """Simulate and convert the test field (module docstring)."""
-    base = dict(
-        out_dir=out / "raw",
-        n_groups=1,
-        antennas=antennas,
-        channels_per_subband=4,
-        seed=5,
-        dec_deg=dec_deg,
-        start=start_for_lst(lst_deg),
-        corruption=CorruptionOptions(gains=False, bandpass=False, noise=True),
-    )
+def _field_specs(base: dict[str, object]) -> tuple[PointSourceSpec, ...]:
+    """The explicit sources around the target group's mid pointing."""
     plan = plan_night(SimulationOptions(**base, sky=SkyOptions(density_per_deg2=0.0)))
     ra0, dec0 = (math.degrees(x) for x in plan.groups[0].mid_icrs_rad)
     centre = SkyCoord(ra0 * u.deg, dec0 * u.deg)
@@ -135,18 +140,53 @@ def simulate_field(
                 spectral_index=alpha,
             )
         )
-    sky = SkyOptions(density_per_deg2=0.0, extra_sources=tuple(specs))
-    result = simulate_night(SimulationOptions(**base, sky=sky))
-    files = sorted((out / "raw").glob("*_sb*.hdf5"))
-    opts = ConvertOptions(checksum_inputs=False, validation=FAST_CHECKS)
-    ms = convert_group(files, out / "field.ms", opts).ms_path
+    return tuple(specs)
+
+
+def simulate_field(out: Path, *, antennas: int = 32) -> Field:
+    """Simulate the night, solve on the calibrator group, convert + applycal the target."""
+    from casacore import tables
+
+    from dsa_stream.calibration.apply import apply_to_ms
+    from dsa_stream.calibration.solve import solve_group
+
+    base: dict[str, object] = dict(
+        out_dir=out / "raw",
+        n_groups=2,
+        antennas=antennas,
+        channels_per_subband=4,
+        seed=5,
+        calibrator=CALIBRATOR,
+        calibrator_group=1,
+        gap_minutes=GAP_MINUTES,
+    )
+    specs = _field_specs(base)
+    sky = SkyOptions(density_per_deg2=0.0, extra_sources=specs)
+    result = simulate_night(SimulationOptions(**base, sky=sky))  # type: ignore[arg-type]
     truth = load_truth(result.truth_path)
-    return Field(ms=ms, truth=truth, expected=expected_sources(truth))
+    raw = out / "raw"
+    solved = solve_group([raw / f for f in truth.groups[1].files], out / "caltables")
+    if not solved.passed:
+        raise RuntimeError(f"calibration QA failed: {solved.qa.problems}")
+    caltables = (solved.table("bandpass").path, solved.table("gain").path)
+    opts = ConvertOptions(checksum_inputs=False, validation=FAST_CHECKS)
+    ms = convert_group([raw / f for f in truth.groups[0].files], out / "field.ms", opts).ms_path
+    apply_to_ms(ms, caltables, set_name=solved.set_name)
+    with tables.table(str(ms), ack=False) as tb:
+        columns = frozenset(tb.colnames())
+    return Field(
+        ms=ms,
+        truth=truth,
+        expected=expected_sources(truth, {s.name for s in specs}),
+        caltables=caltables,
+        calibrator_group=1,
+        columns=columns,
+    )
 
 
 @pytest.fixture(scope="session")
 def field(tmp_path_factory: pytest.TempPathFactory) -> Field:
-    """The main test field (module docstring); do not modify its MS."""
+    """The calibrated target group (module docstring); do not modify its MS."""
     return simulate_field(tmp_path_factory.mktemp("field"))
 
 

@@ -1,5 +1,8 @@
 """Flux and position accuracy of both backends on the simulated field, and their agreement.
 
+The field (``conftest.py``) is a simulated group with gains, bandpasses and noise,
+calibrated by the calibration stage with a set solved on a 3C48 transit.
+
 Truth quantity: the intrinsic flux density S(nu_ref) at the image's reference frequency
 (FREQREF: the imager's band centre, 1405 MHz), compared with the primary-beam-corrected
 peak (image / drift-averaged beam at the fitted position). The MFS image measures
@@ -16,7 +19,8 @@ Sources above 20 sigma, beam responses 0.3 to 0.9 (along RA as well as Dec):
   the restored-image peak and the clean-component sum are printed too: the first loses
   up to ~5 % for a source at a pixel corner (its components are spread over 4 pixels),
   the second is biased by how clean models the drift's time-variable beam (a source far
-  out in RA is not PSF-shaped to ~1 %);
+  out in RA is not PSF-shaped to ~0.5 %, and clean models the difference with extra
+  components of either sign around it);
 * the two backends agree within 3 % source by source.
 """
 
@@ -44,7 +48,10 @@ def _exact_pbcor(field: Field, result: ImagingResult) -> dict[str, float]:
     info = read_ms_info(field.ms)
     w = weight_sums(field.ms, info.times_mjd, info.freqs_hz, TEST_OPTIONS)
     out = {}
+    names = {e.name for e in field.expected}
     for src in field.truth.sources:
+        if src.name not in names:
+            continue
         s_nu = np.asarray(src.flux_jy(info.freqs_hz))
         b = beam_at(
             np.array([src.ra_deg]),
@@ -117,5 +124,5 @@ def test_backends_agree(wsclean_result: ImagingResult, tclean_result: ImagingRes
     h2 = fits.getheader(tclean_result.products.image)
     for key in ("NAXIS1", "NAXIS2", "CRPIX1", "CRPIX2", "CDELT1", "CDELT2", "CTYPE1"):
         assert h1[key] == h2[key], key
-    assert h1["CRVAL1"] == pytest.approx(h2["CRVAL1"], abs=1e-7)
-    assert h1["CRVAL2"] == pytest.approx(h2["CRVAL2"], abs=1e-7)
+    assert h1["CRVAL1"] == pytest.approx(h2["CRVAL1"], abs=1e-9)
+    assert h1["CRVAL2"] == pytest.approx(h2["CRVAL2"], abs=1e-9)

@@ -170,3 +170,15 @@ def test_wsclean_command_times_out_and_is_killed(tmp_path: Path) -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert "gridding..." in log.read_text()
+
+
+def test_wsclean_without_deconvolution(tmp_path: Path) -> None:
+    """niter 0: WSClean must be asked for the PSF; its image is the residual, no model."""
+    o = ImagingOptions(niter=0)
+    argv = build_wsclean_cmd(Path("g.ms"), tmp_path / "x", o, temp_dir=tmp_path).argv
+    assert "-make-psf" in argv and _args(argv, "-niter") == ["0"]
+    default = build_wsclean_cmd(Path("g.ms"), tmp_path / "x", ImagingOptions(), temp_dir=tmp_path)
+    assert "-make-psf" not in default.argv
+    outs = output_paths(tmp_path / "x", o)
+    assert outs["residual"] == outs["image"] and "model" not in outs
+    assert outs["psf"].name == "x-psf.fits"

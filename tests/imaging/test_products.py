@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -39,13 +40,13 @@ def _validate_messages(path: Path) -> list[str]:
     return messages
 
 
-def _wsclean_like_header(crval1: float) -> fits.Header:
+def _wsclean_like_header(crval1: float, crval2: float = 54.6) -> fits.Header:
     h = fits.Header()
     h["NAXIS"] = 4
     for k, (ctype, crval, cdelt, crpix) in enumerate(
         [
             ("RA---SIN", crval1, -3.0 / 3600, 513.0),
-            ("DEC--SIN", 54.6, 3.0 / 3600, 513.0),
+            ("DEC--SIN", crval2, 3.0 / 3600, 513.0),
             ("FREQ", 1.405e9, 1.875e8, 1.0),
             ("STOKES", 1.0, 1.0, 1.0),
         ],
@@ -65,6 +66,37 @@ def test_celestial_header_wraps_negative_ra(crval1: float, want: float) -> None:
     assert h["WCSAXES"] == 2 and h["RADESYS"] == "ICRS" and "EQUINOX" not in h
     assert "DATE-OBS" not in h  # the imager's bogus epoch is never copied
     assert h["CDELT1"] == -3.0 / 3600 and h["CDELT2"] == 3.0 / 3600
+
+
+@pytest.mark.parametrize(
+    "ra,dec",
+    [(359.85567353, 33.1465723), (0.001, 10.0), (120.0, -30.0), (256.3, 54.6), (10.0, 89.5)],
+)
+def test_j2000_centre_is_converted_to_icrs_as_casacore_does(ra: float, dec: float) -> None:
+    """WSClean writes casacore's J2000 centre (EQUINOX 2000): back to the MS's ICRS exactly."""
+    from casacore.measures import measures
+
+    dm = measures()
+    j2000 = dm.measure(dm.direction("ICRS", f"{ra}deg", f"{dec}deg"), "J2000")
+    jra, jdec = (math.degrees(j2000[k]["value"]) for k in ("m0", "m1"))
+    assert abs(jra % 360.0 - ra) + abs(jdec - dec) > 3e-6  # ~20 mas apart
+    h = celestial_header(_wsclean_like_header(jra - 360.0 * (jra > 180), jdec), cell_arcsec=3.0)
+    assert h["CRVAL1"] == pytest.approx(ra, abs=1e-10) and h["CRVAL2"] == pytest.approx(
+        dec, abs=1e-10
+    )
+    icrs = _wsclean_like_header(ra, dec)
+    icrs["RADESYS"] = "ICRS"
+    del icrs["EQUINOX"]
+    assert celestial_header(icrs, cell_arcsec=3.0)["CRVAL2"] == dec  # CASA: ICRS as is
+
+
+def test_celestial_header_rejects_other_frames() -> None:
+    from dsa_stream.exceptions import ImagingError
+
+    h = _wsclean_like_header(10.0)
+    h["EQUINOX"] = 1950.0
+    with pytest.raises(ImagingError, match="unsupported image frame"):
+        celestial_header(h, cell_arcsec=3.0)
 
 
 def test_celestial_header_rejects_another_cell() -> None:
@@ -99,7 +131,8 @@ def test_products_exist_share_one_grid_and_validate(wsclean_result: ImagingResul
                 w = awcs.WCS(header)
         assert _validate_messages(path) == [], kind
         assert w.naxis == 2 and w.celestial.has_celestial
-        assert data.shape == wsclean_result.shape and data.dtype == np.float32
+        assert data.shape == wsclean_result.shape
+        assert data.dtype.kind == "f" and data.dtype.itemsize == 4  # float32 (big-endian)
         headers[kind] = header
     keys = ("NAXIS1", "NAXIS2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CDELT1", "CDELT2")
     for kind in KINDS:
@@ -120,10 +153,12 @@ def test_products_exist_share_one_grid_and_validate(wsclean_result: ImagingResul
 @pytest.mark.wsclean
 def test_ra_wraps_for_a_field_at_ra_zero(field: Field, wsclean_result: ImagingResult) -> None:
     """The field straddles RA 0: WSClean writes CRVAL1 < 0, the products have [0, 360)."""
-    ra_ms = read_ms_info(field.ms).phase_centre_deg[0]
+    ra_ms, dec_ms = read_ms_info(field.ms).phase_centre_deg
     assert ra_ms > 359.0  # the phase centre is just below 360
     h = fits.getheader(wsclean_result.products.image)
-    assert h["CRVAL1"] == pytest.approx(ra_ms, abs=1e-6)
+    # WSClean writes the centre in J2000 (20 mas away); the products have the MS's ICRS
+    assert h["CRVAL1"] == pytest.approx(ra_ms, abs=1e-9)
+    assert h["CRVAL2"] == pytest.approx(dec_ms, abs=1e-9)
     log = wsclean_result.products.image.parent / "field.imaging.log"
     assert "wsclean" in log.read_text()
     w = awcs.WCS(h)
@@ -143,7 +178,8 @@ def test_header_has_every_provenance_keyword(field: Field, wsclean_result: Imagi
     h = fits.getheader(wsclean_result.products.image)
     info = read_ms_info(field.ms)
     for key in KEYWORDS:
-        if key.endswith("n"):  # CALTABn ... : one per table, none here
+        if key.endswith("n"):  # CALTABn ... : one per table, two here
+            assert all(f"{key[:-1]}{k}" in h for k in (1, 2)), key
             continue
         if key == "SW*":
             sw = [k for k in h if k.startswith("SW")]
@@ -157,7 +193,16 @@ def test_header_has_every_provenance_keyword(field: Field, wsclean_result: Imagi
     assert h["TELESCOP"] == "DSA-110" and h["BACKEND"] == "wsclean"
     assert h["DSAGROUP"] == wsclean_result.group_key == info.group_key()
     assert h["CFGHASH"] == "test" and h["OPTHASH"] == wsclean_result.options_hash
-    assert h["NCALTAB"] == 0 and h["DATACOL"] == "DATA"
+    # the calibration stage's set: bandpass then gains, solved on the 3C48 group
+    assert h["NCALTAB"] == 2 and h["DATACOL"] == "CORRECTED_DATA"
+    assert (h["CALTAB1"], h["CALTAB2"]) == tuple(p.name for p in field.caltables)
+    assert (h["CALTYP1"], h["CALTYP2"]) == ("B Jones", "G Jones")
+    cal = field.truth.groups[field.calibrator_group]
+    for k in (1, 2):
+        assert cal.start_mjd <= h[f"CALMJD{k}"] <= cal.end_mjd
+        assert Time(h[f"CALOBS{k}"], scale="utc").mjd == pytest.approx(h[f"CALMJD{k}"], abs=1e-8)
+    assert [r.path for r in wsclean_result.calibration] == [str(p) for p in field.caltables]
+    assert all(r.source == "ms-calibration-record" for r in wsclean_result.calibration)
     # observation times from the data, not the clock
     assert h["MJD-OBS"] == pytest.approx(info.time_start_mjd, abs=1e-9)
     assert h["MJD-END"] == pytest.approx(info.time_end_mjd, abs=1e-9)
@@ -175,7 +220,7 @@ def test_header_has_every_provenance_keyword(field: Field, wsclean_result: Imagi
 def test_wsclean_does_not_modify_the_ms(field: Field, wsclean_result: ImagingResult) -> None:
     with tables.table(str(field.ms), ack=False) as ms:
         cols = set(ms.colnames())
-    assert "MODEL_DATA" not in cols and "CORRECTED_DATA" not in cols
+    assert cols == field.columns and "MODEL_DATA" not in cols
     leftovers = [p.name for p in wsclean_result.products.image.parent.iterdir()]
     assert not any(name.startswith(".") for name in leftovers), leftovers
 
@@ -203,5 +248,11 @@ def test_tclean_products_validate(tclean_result: ImagingResult) -> None:
         assert _validate_messages(path) == [], kind
     h = fits.getheader(tclean_result.products.image)
     assert h["BACKEND"] == "tclean" and h["BACKVER"].startswith("CASA ")
+    ra_ms, dec_ms = read_ms_info(tclean_result.ms_path).phase_centre_deg
+    assert h["CRVAL1"] == pytest.approx(ra_ms, abs=1e-9)
+    assert h["CRVAL2"] == pytest.approx(dec_ms, abs=1e-9)
+    assert h["NCALTAB"] == 2 and h["DATACOL"] == "CORRECTED_DATA"
+    log = tclean_result.products.image.parent / "field.imaging.log"
+    assert "CASA log" in log.read_text() and "Run Major Cycle" in log.read_text()
     assert 0.0 <= h["CRVAL1"] < 360.0 and h["SWCASATL"] != "absent"
     assert "tclean" in "\n".join(str(c) for c in h["HISTORY"])

@@ -181,3 +181,86 @@ def test_restore_point_component_peak_equals_flux() -> None:
     out = restore(model, residual, BEAM, CELL)
     assert out[150, 220] == pytest.approx(1.26, rel=1e-6)
     assert out.dtype == np.float32
+
+
+def _psf_with_plateau(beam: RestoringBeam, x0: float, y0: float) -> np.ndarray:
+    """A DSA-110-like PSF centred on (x0, y0): a narrow main lobe on a broad plateau."""
+    wide = RestoringBeam(bmaj_arcsec=300.0, bmin_arcsec=250.0, bpa_deg=0.0)
+    return 0.85 * _gaussian(x0, y0, 1.0, beam) + 0.15 * _gaussian(x0, y0, 1.0, wide)
+
+
+def test_flux_measures_of_a_source_between_pixels() -> None:
+    """A source at a pixel corner, its clean components on the four pixels around it.
+
+    The PSF fit to the rebuilt dirty image (residual + components * PSF) recovers the
+    flux and the position; ``flux_measure`` chooses which measurement is checked.
+    """
+    rng = np.random.default_rng(5)
+    main = RestoringBeam(bmaj_arcsec=18.0, bmin_arcsec=15.0, bpa_deg=40.0)  # 3-3.6 px
+    x0, y0, amp = 200.5, 150.5, 0.3
+    psf = _psf_with_plateau(main, N / 2, N / 2)
+    dirty = amp * _psf_with_plateau(main, x0, y0)
+    model = np.zeros((N, N))
+    residual = dirty + rng.normal(0, 1e-4, (N, N))
+    for dy in (0, 1):
+        for dx in (0, 1):
+            model[int(y0) + dy, int(x0) + dx] = amp / 4
+            residual -= amp / 4 * _psf_with_plateau(main, int(x0) + dx, int(y0) + dy)
+    beam = fit_psf_beam(psf, CELL)
+    image = restore(model, residual, beam, CELL)
+    ra, dec = (float(v) for v in _wcs().pixel_to_world_values(x0, y0))
+    src = ExpectedSource(name="corner", ra_deg=ra % 360, dec_deg=dec, flux_jy=2 * amp)
+    q = QaInputs(
+        image=image,
+        residual=residual.astype(np.float32),
+        model=model.astype(np.float32),
+        psf=psf.astype(np.float32),
+        pb=np.full((N, N), 0.5, dtype=np.float32),
+        wcs=_wcs(),
+        beam=beam,
+        cell_arcsec=CELL,
+        ref_freq_hz=1.4e9,
+        pb_cutoff=0.2,
+    )
+    for measure in ("psf_fit", "peak", "components"):
+        m = assess(q, [src], QaOptions(flux_measure=measure)).sources[0]
+        assert m.found and m.checked and m.offset_beams < 0.03
+        chosen = {
+            "psf_fit": m.psf_flux_jy,
+            "peak": m.peak_flux_jy,
+            "components": m.component_flux_jy,
+        }
+        assert m.measured_flux_jy == chosen[measure]
+        assert m.flux_ratio == pytest.approx(m.measured_flux_jy / m.expected_flux_jy)
+    assert m.psf_flux_jy / m.expected_flux_jy == pytest.approx(1.0, abs=0.005)
+    for other in (m.peak_flux_jy, m.component_flux_jy):
+        assert other / m.expected_flux_jy == pytest.approx(1.0, abs=0.1)
+
+
+def test_psf_fit_rebuilds_the_dirty_image_of_the_source() -> None:
+    """A source left partly in the residual (shallow clean) is measured in full."""
+    beam = RestoringBeam(bmaj_arcsec=30.0, bmin_arcsec=20.0, bpa_deg=-20.0)
+    psf = _gaussian(N / 2, N / 2, 1.0, beam)
+    x0, y0, amp = 120.0, 260.0, 0.8
+    model = np.zeros((N, N))
+    model[int(y0), int(x0)] = 0.6 * amp  # clean stopped early: 40 % still in the residual
+    residual = _gaussian(x0, y0, 0.4 * amp, beam)
+    image = restore(model, residual, beam, CELL)
+    ra, dec = (float(v) for v in _wcs().pixel_to_world_values(x0, y0))
+    src = ExpectedSource(name="half", ra_deg=ra % 360, dec_deg=dec, flux_jy=amp)
+    q = QaInputs(
+        image=image,
+        residual=residual.astype(np.float32),
+        model=model.astype(np.float32),
+        psf=psf.astype(np.float32),
+        pb=np.ones((N, N), dtype=np.float32),
+        wcs=_wcs(),
+        beam=beam,
+        cell_arcsec=CELL,
+        ref_freq_hz=1.4e9,
+        pb_cutoff=0.2,
+    )
+    m = assess(q, [src], QaOptions()).sources[0]
+    assert m.psf_flux_jy == pytest.approx(amp, rel=1e-3)
+    assert m.component_flux_jy == pytest.approx(amp, rel=1e-3)
+    assert m.peak_flux_jy == pytest.approx(amp, rel=1e-3)
