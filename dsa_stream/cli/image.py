@@ -76,7 +76,9 @@ def _options(params: dict[str, Any]) -> Any:
     try:
         return ImagingOptions.model_validate({**base.model_dump(), **update})
     except ValidationError as exc:
-        problems = "; ".join(e["msg"] for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
+        )
         raise ConfigError(f"invalid imaging options: {problems}") from exc
 
 
