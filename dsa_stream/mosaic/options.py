@@ -122,6 +122,10 @@ class QAOptions(BaseModel):
     """Lowest allowed peak / measured noise (0: not checked)."""
     source_min_snr: float = Field(20.0, gt=0)
     """Expected sources are checked where flux / expected noise is at least this."""
+    flux_measure: Literal["integrated", "peak"] = "peak"
+    """Source flux: the refined restored peak, or a fitted Gaussian's integral over the
+    beam area (for images with fewer than ~5 px across the beam, where clean components
+    split between pixels make the restored peak read low; noisier at low S/N)."""
     search_radius_beams: float = Field(1.0, gt=0)
     """A source is searched within this many beam FWHM of its expected position."""
     max_flux_bias: float = Field(0.1, ge=0)

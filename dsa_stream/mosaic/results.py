@@ -24,7 +24,10 @@ class SourceCheck(BaseModel):
     found: bool
     """A peak was found within the search radius."""
     measured_flux_jy: float | None = None
-    """Fitted peak (Jy/beam = Jy for a point source)."""
+    """Flux (Jy) by ``QAOptions.flux_measure``: the integral of a fitted Gaussian over the
+    beam area (default), or the refined peak (Jy/beam = Jy for a point source)."""
+    peak_flux_jy: float | None = None
+    """Refined peak (Jy/beam)."""
     flux_ratio: float | None = None
     """measured / expected flux."""
     measured_ra_deg: float | None = None

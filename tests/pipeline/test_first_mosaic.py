@@ -40,19 +40,21 @@ BASE: dict[str, Any] = {
     "calibrator_group": 1,
     "seed": 11,
 }
-#: Imaging of the core baselines (beam ~170 x 54 arcsec, 4.5 px across its minor axis:
-#: coarser sampling biases restored peaks low; fewer baselines make clean diverge),
-#: a 3.4 deg field, no PNG per image.
+#: Imaging of the core baselines (beam ~170 x 54 arcsec; fewer baselines made clean
+#: diverge), a 4.3 deg field of 768 px (2.7 px across the beam's minor axis, so the
+#: mosaic measures integrated fluxes: restored peaks of undersampled beams read low),
+#: no PNG per image.
 SITE_CONFIG: dict[str, Any] = {
     "image": {
-        "size_px": 1024,
-        "cell_arcsec": 12.0,
+        "size_px": 768,
+        "cell_arcsec": 20.0,
         "preview": False,
         "robust": 0.0,
         "uv_max_lambda": 2000.0,
         "auto_mask_sigma": 3.0,
         "timeout_s": 900.0,
     },
+    "mosaic": {"qa": {"flux_measure": "integrated"}},
 }
 
 
