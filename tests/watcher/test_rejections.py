@@ -85,7 +85,7 @@ def rows(store: JobStore) -> list[Any]:
 def test_schema_is_at_head_and_matches_the_models(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
-        assert current_revision(engine) == head_revision() == "0002"
+        assert current_revision(engine) == head_revision() >= "0002"
         with engine.connect() as conn:
             ctx = MigrationContext.configure(
                 conn, opts={"compare_type": compare_type, "target_metadata": Base.metadata}
@@ -96,7 +96,7 @@ def test_schema_is_at_head_and_matches_the_models(db_url: str) -> None:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0001")
         assert current_revision(engine) == "0001"
-        assert upgrade(engine) == "0002"
+        assert upgrade(engine) == head_revision()
     finally:
         engine.dispose()
 
