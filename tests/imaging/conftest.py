@@ -148,6 +148,7 @@ def simulate_field(out: Path, *, antennas: int = 32) -> Field:
     from casacore import tables
 
     from dsa_stream.calibration.apply import apply_to_ms
+    from dsa_stream.calibration.options import SolveOptions
     from dsa_stream.calibration.solve import solve_group
 
     base: dict[str, object] = dict(
@@ -165,7 +166,9 @@ def simulate_field(out: Path, *, antennas: int = 32) -> Field:
     result = simulate_night(SimulationOptions(**base, sky=sky))  # type: ignore[arg-type]
     truth = load_truth(result.truth_path)
     raw = out / "raw"
-    solved = solve_group([raw / f for f in truth.groups[1].files], out / "caltables")
+    solved = solve_group(
+        [raw / f for f in truth.groups[1].files], out / "caltables", SolveOptions(plots=False)
+    )
     if not solved.passed:
         raise RuntimeError(f"calibration QA failed: {solved.qa.problems}")
     caltables = (solved.table("bandpass").path, solved.table("gain").path)
