@@ -73,18 +73,27 @@ IMAGE = textwrap.dedent(
 
 
 def _timed(script: str, payload: list[object]) -> dict[str, object]:
-    """Run a script under /usr/bin/time -v; wall (s), peak RSS (MiB) and its RESULT line."""
+    """Run a script under /usr/bin/time -v; wall (s), peak RSS (MiB) and its RESULT line.
+
+    An imager that hits its time limit is a result too (``timed_out``); any other
+    failure ends the benchmark.
+    """
     argv = [TIME, "-v", sys.executable, "-c", script, json.dumps(payload)]
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark step failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     if wall is None or rss is None:
         raise SystemExit(f"no /usr/bin/time -v report:\n{proc.stderr[-3000:]}")
     h, m, s = (float(x) if x else 0.0 for x in wall.groups())
-    result = json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0])
-    return {"wall_s": h * 3600 + m * 60 + s, "rss_mib": int(rss.group(1)) / 1024.0, **result}
+    row: dict[str, object] = {
+        "wall_s": h * 3600 + m * 60 + s,
+        "rss_mib": int(rss.group(1)) / 1024.0,
+    }
+    if proc.returncode != 0:
+        if "ToolTimeoutError" in proc.stderr:
+            return {**row, "timed_out": True}
+        raise SystemExit(f"benchmark step failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return {**row, **json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0])}
 
 
 def prepare(data: Path) -> tuple[Path, Path]:
@@ -127,7 +136,8 @@ def run(
         out.mkdir(parents=True, exist_ok=True)
         print(f"{backend} ...", flush=True)
         rows[backend] = _timed(IMAGE, [str(ms), str(out / "group"), backend, str(truth), timeout])
-        print(f"  {rows[backend]['wall_s']:.1f} s, {rows[backend]['rss_mib']:.0f} MiB", flush=True)
+        print(json.dumps(rows[backend]), flush=True)
+        (work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
         shutil.rmtree(out, ignore_errors=True)
     rows["load"]["after"] = os.getloadavg()[0]
     return rows
@@ -184,6 +194,12 @@ def render(rows: dict[str, dict[str, object]], command: str) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in rows.items():
+        if r.get("timed_out"):
+            lines.append(
+                f"| {name} | did not finish in {r['wall_s']:.0f} s (time limit) | "
+                f"{float(r['rss_mib']) / 1024:.2f} GiB | | | | | |"  # type: ignore[arg-type]
+            )
+            continue
         b = r["beam"]
         lines.append(
             f"| {name} ({r['version']}) | {r['wall_s']:.1f} s | "
@@ -193,9 +209,12 @@ def render(rows: dict[str, dict[str, object]], command: str) -> str:
         )
     lines.append("")
     for name, r in rows.items():
+        if r.get("timed_out"):
+            continue
         verdict = "passed" if r["passed"] else "FAILED (" + ", ".join(r["failures"]) + ")"  # type: ignore[arg-type]
         lines.append(f"* {name}: QA {verdict}; {_qa(r)}.")
-    if "wsclean" in rows and "tclean" in rows:
+    done = {k: v for k, v in rows.items() if not v.get("timed_out")}
+    if "wsclean" in done and "tclean" in done:
         ws, tc = rows["wsclean"], rows["tclean"]
         wall = float(tc["wall_s"]) / float(ws["wall_s"])  # type: ignore[arg-type]
         imager = float(tc["timings"]["imager"]) / float(ws["timings"]["imager"])  # type: ignore[index]
