@@ -136,6 +136,14 @@ def run(
         out.mkdir(parents=True, exist_ok=True)
         print(f"{backend} ...", flush=True)
         rows[backend] = _timed(IMAGE, [str(ms), str(out / "group"), backend, str(truth), timeout])
+        log = out / "group.imaging.log"
+        if log.exists():  # the imager's log (tclean: with the CASA log) survives the cleanup
+            text = log.read_text(errors="replace")
+            rows[backend]["major_cycles"] = max(
+                len(re.findall(r"Run Major Cycle \d+", text)),
+                len(re.findall(r"Initial peak", text)),
+            )
+            shutil.copy(log, work / f"{backend}.imaging.log")
         print(json.dumps(rows[backend]), flush=True)
         (work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
         shutil.rmtree(out, ignore_errors=True)
@@ -196,7 +204,8 @@ def render(rows: dict[str, dict[str, object]], command: str) -> str:
     for name, r in rows.items():
         if r.get("timed_out"):
             lines.append(
-                f"| {name} | did not finish in {r['wall_s']:.0f} s (time limit) | "
+                f"| {name} | did not finish in {r['wall_s']:.0f} s (time limit; "
+                f"{r.get('major_cycles', 0)} major cycles started) | "
                 f"{float(r['rss_mib']) / 1024:.2f} GiB | | | | | |"  # type: ignore[arg-type]
             )
             continue
