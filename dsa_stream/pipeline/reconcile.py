@@ -264,7 +264,7 @@ class Reconciler:
                 if token not in active:
                     self._partial(path, fix)
                 continue
-            if name.startswith(".") or (root_id, rel) in known:
+            if name.startswith(".") or (root_id, rel) in known or _companion(root_id, rel, known):
                 continue
             if rel.startswith(naming.CALTABLES_DIRNAME + "/"):
                 continue  # calibration sets hold records and plots besides their tables
@@ -386,6 +386,20 @@ class Reconciler:
         return ReconcileReport(
             checked_products=len(rows), discrepancies=tuple(self.found), fixed=fix
         )
+
+
+def _companion(root_id: str, rel: str, known: set[tuple[str, str]]) -> bool:
+    """True for a file that belongs to a known product beside it.
+
+    Its name extends the product's name (``<ms>.applycal.log``, ``<ms>.flagversions``).
+    """
+    parent, _, name = rel.rpartition("/")
+    return any(
+        r == root_id
+        and k.rpartition("/")[0] == parent
+        and name.startswith(k.rpartition("/")[2] + ".")
+        for r, k in known
+    )
 
 
 def _redo_count(conn: Any, dedupe_key: str) -> int:
